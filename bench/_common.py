@@ -1,0 +1,167 @@
+"""Shared helpers for the benchmarks: timing, memory, environment, table and JSON output.
+
+Timing: ``measure(fn, warmup, repeats, steps)`` calls ``fn`` ``warmup`` times, then times
+``repeats`` windows of ``steps`` calls each and reports the median rate (calls/s) over the
+windows, so one slow window (a page fault storm, another process) does not move the result.
+
+Memory: peak resident set size per measured block, read from ``/proc/self/status``
+(``VmHWM``) after resetting the high-water mark through ``/proc/self/clear_refs`` (Linux).
+Where that reset is not allowed, the process-wide ``ru_maxrss`` is reported instead and the
+``rss_resettable`` flag in the environment says so (then peaks only grow from variant to
+variant). ``tracemalloc`` is no help here: it sees Python objects, not torch's allocations.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import os
+import platform
+import re
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+@dataclass
+class Rate:
+    """Calls per second of one timed function: median and every window."""
+
+    median: float
+    windows: list[float] = field(default_factory=list)
+
+    @property
+    def spread(self) -> float:
+        """(max - min) / median over the windows: a rough noise figure."""
+        if len(self.windows) < 2 or self.median == 0:
+            return 0.0
+        return (max(self.windows) - min(self.windows)) / self.median
+
+
+def measure(fn: Callable[[], object], warmup: int, repeats: int, steps: int) -> Rate:
+    """Median calls/s of ``fn`` over ``repeats`` windows of ``steps`` calls, after warmup."""
+    for _ in range(warmup):
+        fn()
+    windows = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            fn()
+        windows.append(steps / (time.perf_counter() - t0))
+    return Rate(statistics.median(windows), windows)
+
+
+def timed(fn: Callable[[], object]) -> tuple[object, float]:
+    """``fn()`` and its wall-clock seconds (for one-off costs such as a cold compile)."""
+    t0 = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t0
+
+
+# --- memory -------------------------------------------------------------------------------
+
+
+def _status_kib(key: str) -> int | None:
+    try:
+        text = Path("/proc/self/status").read_text()
+    except OSError:
+        return None
+    m = re.search(rf"^{key}:\s+(\d+)\s+kB", text, re.MULTILINE)
+    return int(m.group(1)) if m else None
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark for this process; False where that is not allowed."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
+def rss_mib() -> float:
+    """Current resident set size in MiB (0 where /proc is missing)."""
+    kib = _status_kib("VmRSS")
+    return (kib or 0) / 1024
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size in MiB since the last :func:`reset_peak_rss` (or process start)."""
+    kib = _status_kib("VmHWM")
+    if kib is None:  # no /proc: ru_maxrss is KiB on Linux, bytes on macOS
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        kib = peak // 1024 if sys.platform == "darwin" else peak
+    return kib / 1024
+
+
+# --- environment --------------------------------------------------------------------------
+
+
+def package_version(name: str) -> str | None:
+    """Installed version of distribution ``name``, or None."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo, or the platform's processor string."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def environment(packages: Sequence[str]) -> dict[str, Any]:
+    """Machine, thread count and package versions, for the JSON record and the table header."""
+    return {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "versions": {name: package_version(name) for name in packages},
+        "rss_resettable": reset_peak_rss(),
+    }
+
+
+# --- output -------------------------------------------------------------------------------
+
+
+def fmt(value: object, digits: int = 2) -> str:
+    """A table cell: floats to ``digits`` decimals, None as an em dash."""
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A GitHub-flavoured markdown table; numeric-looking columns are right-aligned."""
+    cells = [[fmt(c) for c in row] for row in rows]
+    align = []
+    for j in range(len(header)):
+        numeric = all(re.fullmatch(r"[-+0-9.×%—e]+", r[j]) for r in cells) if cells else False
+        align.append("---:" if numeric else ":---")
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join(align) + " |"]
+    lines += ["| " + " | ".join(r) + " |" for r in cells]
+    return "\n".join(lines)
+
+
+def write_json(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
+    """Write ``payload`` as indented JSON, creating parent folders."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")

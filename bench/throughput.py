@@ -1,0 +1,566 @@
+"""Reference-network throughput: spikeopt against plain PyTorch and peer SNN libraries.
+
+Reference network (shared/DESIGN.md, "the hot path"): fully connected 784-256-10 LIF,
+T=25 steps, batch 128, direct encoding (the same float input at every step), Adam (lr 1e-3),
+cross-entropy on output spike counts. Target dynamics, per layer and step::
+
+    v[t] = beta * v[t-1] + I[t]          beta = exp(-dt / tau_m), tau_m = 20, dt = 1
+    s[t] = H(v[t] - 1)                   fast-sigmoid surrogate, slope 25, backward
+    v[t] = v[t] - s[t]                   reset by subtraction (v_rest = 0)
+
+Each variant writes that network in its own library's idiom, as close to these dynamics as
+the library allows; what it cannot match is in ``Variant.note`` and printed under the table.
+Every variant starts from the *same* weights, and before timing its inference output on them
+is compared with plain-torch's (firing rates, exact output-count agreement), so a variant
+whose dynamics are broken shows up in the table rather than as a suspiciously fast number.
+
+Measured per variant, in one process: training steps/s (forward + backward + Adam step) and
+inference batches/s (``torch.no_grad`` forward), medians over repeated windows after warmup;
+the first call of each (a cold ``torch.compile`` for the compiled variant) is timed apart.
+
+    .venv-bench/bin/python bench/throughput.py [--only plain-torch,spikeopt] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    environment,
+    markdown_table,
+    measure,
+    peak_rss_mib,
+    reset_peak_rss,
+    rss_mib,
+    timed,
+    write_json,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+if importlib.util.find_spec("spikeopt") is None:  # not pip-installed yet: use the work tree
+    sys.path.insert(0, str(REPO / "src"))
+
+N_IN, N_HID, N_OUT = 784, 256, 10
+STEPS_T, BATCH = 25, 128
+TAU_M, DT = 20.0, 1.0
+BETA = math.exp(-DT / TAU_M)  # 0.951229...
+THRESHOLD = 1.0
+SLOPE = 25.0  # fast-sigmoid sharpness: d spike / dv ~ 1 / (1 + SLOPE |v - threshold|)^2
+LR = 1e-3
+PACKAGES = ("torch", "snntorch", "spikingjelly", "norse", "evotorch", "numpy", "spikeopt")
+
+Weights = dict[str, Tensor]
+
+
+def reference_weights(seed: int) -> Weights:
+    """The initial weights every variant copies: ``nn.Linear``'s default init, seeded."""
+    g = torch.Generator().manual_seed(seed)
+    w = {}
+    for name, (n_in, n_out) in {"1": (N_IN, N_HID), "2": (N_HID, N_OUT)}.items():
+        bound = 1 / math.sqrt(n_in)
+        w["w" + name] = (torch.rand(n_out, n_in, generator=g) * 2 - 1) * bound
+        w["b" + name] = (torch.rand(n_out, generator=g) * 2 - 1) * bound
+    return w
+
+
+def load_linear(layer: nn.Linear, w: Tensor, b: Tensor, scale: float = 1.0) -> nn.Linear:
+    """Copy ``scale * (w, b)`` into ``layer`` in place."""
+    with torch.no_grad():
+        layer.weight.copy_(w * scale)
+        layer.bias.copy_(b * scale)
+    return layer
+
+
+class BenchNet(nn.Module):
+    """What the harness needs from a variant: ``forward(x (B, 784)) -> (s_hidden, s_out)``.
+
+    Spike tensors come back in the library's own layout; ``time_dim`` says where T is.
+    """
+
+    time_dim = 1
+
+    def loss(self, s_out: Tensor, y: Tensor) -> Tensor:
+        """Cross-entropy on output spike counts."""
+        return F.cross_entropy(s_out.sum(self.time_dim), y)
+
+    def after_step(self) -> None:
+        """Called after every training step and inference batch (SpikingJelly's reset_net)."""
+
+
+# --- plain PyTorch ------------------------------------------------------------------------
+
+
+class FastSigmoidSpike(torch.autograd.Function):
+    """Heaviside forward; fast-sigmoid ``1 / (1 + SLOPE |x|)^2`` backward (Zenke & Ganguli)."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor) -> Tensor:
+        ctx.save_for_backward(x)
+        return (x > 0).to(x.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        (x,) = ctx.saved_tensors
+        return grad / (SLOPE * x.abs() + 1) ** 2
+
+
+class PlainNet(BenchNet):
+    """The obvious PyTorch loop: every step recomputes ``fc1(x)``, states live in locals."""
+
+    def __init__(self, w: Weights, detach_reset: bool) -> None:
+        super().__init__()
+        self.fc1 = load_linear(nn.Linear(N_IN, N_HID), w["w1"], w["b1"])
+        self.fc2 = load_linear(nn.Linear(N_HID, N_OUT), w["w2"], w["b2"])
+        self.detach_reset = detach_reset
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        v1 = x.new_zeros(x.shape[0], N_HID)
+        v2 = x.new_zeros(x.shape[0], N_OUT)
+        s1_seq, s2_seq = [], []
+        for _ in range(STEPS_T):
+            v1 = BETA * v1 + self.fc1(x)
+            s1 = FastSigmoidSpike.apply(v1 - THRESHOLD)
+            v1 = v1 - THRESHOLD * (s1.detach() if self.detach_reset else s1)
+            v2 = BETA * v2 + self.fc2(s1)
+            s2 = FastSigmoidSpike.apply(v2 - THRESHOLD)
+            v2 = v2 - THRESHOLD * (s2.detach() if self.detach_reset else s2)
+            s1_seq.append(s1)
+            s2_seq.append(s2)
+        return torch.stack(s1_seq, 1), torch.stack(s2_seq, 1)
+
+
+# --- snnTorch -----------------------------------------------------------------------------
+
+
+class SnnTorchNet(BenchNet):
+    """``snn.Leaky`` with the standard loop over T (``init_leaky`` per forward)."""
+
+    def __init__(self, w: Weights, detach_reset: bool) -> None:
+        super().__init__()
+        import snntorch as snn
+        from snntorch import surrogate
+
+        def leaky() -> nn.Module:
+            # reset_delay=False applies the subtraction in the step that fired, as above;
+            # snnTorch's default (True) subtracts one step later, after the decay.
+            return snn.Leaky(
+                beta=BETA,
+                threshold=THRESHOLD,
+                spike_grad=surrogate.fast_sigmoid(slope=SLOPE),
+                reset_mechanism="subtract",
+                reset_delay=False,
+            )
+
+        self.fc1 = load_linear(nn.Linear(N_IN, N_HID), w["w1"], w["b1"])
+        self.lif1 = leaky()
+        self.fc2 = load_linear(nn.Linear(N_HID, N_OUT), w["w2"], w["b2"])
+        self.lif2 = leaky()
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        mem1, mem2 = self.lif1.init_leaky(), self.lif2.init_leaky()
+        s1_seq, s2_seq = [], []
+        for _ in range(STEPS_T):
+            spk1, mem1 = self.lif1(self.fc1(x), mem1)
+            spk2, mem2 = self.lif2(self.fc2(spk1), mem2)
+            s1_seq.append(spk1)
+            s2_seq.append(spk2)
+        return torch.stack(s1_seq, 1), torch.stack(s2_seq, 1)
+
+
+# --- SpikingJelly -------------------------------------------------------------------------
+
+# SJ with decay_input=False charges H = V - V / tau + X, i.e. beta = 1 - 1/tau; solve for tau.
+TAU_SJ = 1.0 / (1.0 - BETA)  # 20.504...
+
+
+class SpikingJellyNet(BenchNet):
+    """``activation_based`` multi-step layers on a (T, B, 784) input; ``reset_net`` per step."""
+
+    time_dim = 0
+
+    def __init__(self, w: Weights, detach_reset: bool) -> None:
+        super().__init__()
+        from spikingjelly.activation_based import functional, layer, neuron, surrogate
+
+        def lif() -> nn.Module:
+            return neuron.LIFNode(
+                tau=TAU_SJ,
+                decay_input=False,
+                v_threshold=THRESHOLD,
+                v_reset=None,  # soft reset: V -= v_threshold
+                # SoftSign is SJ's fast sigmoid: alpha / (2 (1 + alpha |x|)^2).
+                surrogate_function=surrogate.SoftSign(alpha=SLOPE),
+                detach_reset=detach_reset,
+                step_mode="m",
+            )
+
+        self.fc1 = load_linear(layer.Linear(N_IN, N_HID, step_mode="m"), w["w1"], w["b1"])
+        self.lif1 = lif()
+        self.fc2 = load_linear(layer.Linear(N_HID, N_OUT, step_mode="m"), w["w2"], w["b2"])
+        self.lif2 = lif()
+        self._reset_net = functional.reset_net
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        x_seq = x.unsqueeze(0).repeat(STEPS_T, 1, 1)  # (T, B, 784), as in SJ's tutorials
+        s1 = self.lif1(self.fc1(x_seq))
+        s2 = self.lif2(self.fc2(s1))
+        return s1, s2
+
+    def after_step(self) -> None:
+        self._reset_net(self)
+
+
+# --- Norse --------------------------------------------------------------------------------
+
+
+class NorseNet(BenchNet):
+    """``SequentialState`` of ``nn.Linear`` and ``LIFBoxCell`` (LIF without synaptic current).
+
+    Norse integrates ``v += dt/tau (v_leak - v + I)``: the input is scaled by ``a = dt/tau``
+    too. With ``dt/tau = 1 - beta`` the decay matches; the ``1/a`` the input then needs is
+    folded into the copied weights (and so into what Adam updates).
+    """
+
+    def __init__(self, w: Weights, detach_reset: bool) -> None:
+        super().__init__()
+        from norse.torch import LIFBoxCell, LIFBoxParameters, SequentialState
+        from norse.torch.functional.reset import reset_subtract
+
+        def reset_subtract_detached(z: Tensor, v: Tensor, reset: Tensor, th: Tensor) -> Tensor:
+            return reset_subtract(z.detach(), v, reset, th)
+
+        a = 1.0 - BETA
+        p = LIFBoxParameters(
+            tau_mem_inv=torch.as_tensor(a / DT),
+            v_leak=torch.as_tensor(0.0),
+            v_th=torch.as_tensor(THRESHOLD),
+            v_reset=torch.as_tensor(0.0),
+            method="super",
+            alpha=torch.as_tensor(SLOPE),
+            reset_method=reset_subtract_detached if detach_reset else reset_subtract,
+        )
+        self.model = SequentialState(
+            load_linear(nn.Linear(N_IN, N_HID), w["w1"], w["b1"], scale=1 / a),
+            LIFBoxCell(p, dt=DT),
+            load_linear(nn.Linear(N_HID, N_OUT), w["w2"], w["b2"], scale=1 / a),
+            LIFBoxCell(p, dt=DT),
+            return_hidden=True,
+        )
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        state = None
+        s1_seq, s2_seq = [], []
+        for _ in range(STEPS_T):
+            hidden, state = self.model(x, state)  # hidden: outputs of the four modules
+            s1_seq.append(hidden[1])
+            s2_seq.append(hidden[3])
+        return torch.stack(s1_seq, 1), torch.stack(s2_seq, 1)
+
+
+# --- spikeopt -----------------------------------------------------------------------------
+
+
+def _set(obj: object, key: str, value: object) -> None:
+    """Set a config field that must exist (a renamed field fails loudly, not silently)."""
+    if not hasattr(obj, key):
+        raise AttributeError(f"{type(obj).__name__} has no field {key!r}")
+    setattr(obj, key, value)
+
+
+class SpikeoptNet(BenchNet):
+    """``build_model`` on the config API; input (B, T, 784) with a stride-0 time axis."""
+
+    def __init__(self, w: Weights, detach_reset: bool, compiled: bool = False) -> None:
+        super().__init__()
+        from spikeopt.config import Config
+        from spikeopt.functional.loss import ce_count
+        from spikeopt.nn import build_model
+
+        cfg = Config()
+        for key, value in {"arch": "mlp", "hidden": [N_HID], "readout": "lif"}.items():
+            _set(cfg.model, key, value)
+        neuron = {"tau_m": TAU_M, "dt": DT, "v_threshold": THRESHOLD, "reset": "subtract",
+                  "surrogate": "fast_sigmoid", "alpha": SLOPE, "detach_reset": detach_reset}  # fmt: skip
+        for key, value in neuron.items():
+            _set(cfg.neuron, key, value)
+        model = build_model(cfg, input_shape=(N_IN,), n_classes=N_OUT)
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        if [tuple(m.weight.shape) for m in linears] != [(N_HID, N_IN), (N_OUT, N_HID)]:
+            raise RuntimeError(f"unexpected spikeopt mlp layout: {linears}")
+        load_linear(linears[0], w["w1"], w["b1"])
+        load_linear(linears[1], w["w2"], w["b2"])
+        self.model = model
+        # Kept out of the module tree so parameters() sees each weight once.
+        self.__dict__["run"] = torch.compile(model) if compiled else model
+        self._ce_count = ce_count
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        spikes, _ = self.run(x.unsqueeze(1).expand(x.shape[0], STEPS_T, x.shape[1]))
+        return spikes[0], spikes[-1]
+
+    def loss(self, s_out: Tensor, y: Tensor) -> Tensor:
+        return self._ce_count(s_out, y)
+
+
+# --- registry -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One measured implementation: a builder and what differs from the target dynamics."""
+
+    name: str
+    build: Callable[[Weights, bool], BenchNet]
+    note: str
+
+
+VARIANTS: tuple[Variant, ...] = (
+    Variant(
+        "plain-torch",
+        PlainNet,
+        "reference: the target dynamics; spike H(v-1) with v-1 > 0; surrogate 1/(1+25|x|)^2.",
+    ),
+    Variant(
+        "snntorch",
+        SnnTorchNet,
+        "Leaky(reset_delay=False), fast_sigmoid(slope=25) = plain's surrogate. Spike is "
+        "v-1 > 0. Leaky also subtracts when the previous post-reset membrane is still >= 1 "
+        "(its 'avoid double reset' bookkeeping), and its reset term is never detached.",
+    ),
+    Variant(
+        "spikingjelly",
+        SpikingJellyNet,
+        f"LIFNode(decay_input=False, tau={TAU_SJ:.4f}) so 1 - 1/tau = beta; SJ computes "
+        "v - v/tau + x (rounding differs). Spike is v-1 >= 0. SoftSign(alpha=25) has the "
+        "fast-sigmoid shape but 12.5x plain's scale (alpha/2). CPU path: SJ's registered "
+        "sj_lif op (Python loop forward and hand-written backward).",
+    ),
+    Variant(
+        "norse",
+        NorseNet,
+        "LIFBoxCell, dt*tau_mem_inv = 1-beta; norse also scales the input by 1-beta, so the "
+        "copied weights are scaled by 1/(1-beta) (rounding differs). Spike is v-1 > 0. "
+        "method='super': norse 1.1.0 ignores alpha, so the surrogate is 1/(1+|x|)^2 (slope 1).",
+    ),
+    Variant(
+        "spikeopt",
+        SpikeoptNet,
+        "build_model mlp, fast_sigmoid(alpha=25) = 12.5/(1+25|x|)^2 (unit-area form). Spike is "
+        "v-1 >= 0. The first layer's current is computed once for the stride-0 input.",
+    ),
+    Variant(
+        "spikeopt-compiled",
+        lambda w, d: SpikeoptNet(w, d, compiled=True),
+        "torch.compile(model) of the spikeopt variant; loss and Adam stay eager.",
+    ),
+)
+NAMES = tuple(v.name for v in VARIANTS)
+BASELINES = ("spikingjelly", "plain-torch")
+
+
+# --- measurement --------------------------------------------------------------------------
+
+
+def _time_major_last(s: Tensor, time_dim: int) -> Tensor:
+    """Spikes in (B, T, N) layout."""
+    return s.transpose(0, 1) if time_dim == 0 else s
+
+
+def check(net: BenchNet, out: tuple[Tensor, Tensor], ref: tuple[Tensor, Tensor]) -> dict:
+    """Firing rates and agreement with plain-torch's spikes on the same initial weights."""
+    s1, s2 = (_time_major_last(s, net.time_dim) for s in out)
+    r1, r2 = ref
+    counts, ref_counts = s2.sum(1), r2.sum(1)
+    return {
+        "hidden_rate": s1.float().mean().item(),
+        "out_rate": s2.float().mean().item(),
+        "hidden_spikes_equal": (s1 == r1).float().mean().item(),
+        "out_counts_equal": (counts == ref_counts).float().mean().item(),
+        "out_counts_max_abs_diff": (counts - ref_counts).abs().max().item(),
+    }
+
+
+def run_variant(v: Variant, w: Weights, data: tuple[Tensor, Tensor], ref, args) -> dict:
+    """Build, check, then time inference and training of one variant."""
+    x, y = data
+    reset_peak_rss()
+    rss0 = rss_mib()
+    net = v.build(w, args.reset_grad == "detached")
+    opt = torch.optim.Adam(net.parameters(), lr=LR)
+
+    def infer() -> tuple[Tensor, Tensor]:
+        with torch.no_grad():
+            out = net(x)
+        net.after_step()
+        return out
+
+    def train() -> Tensor:
+        opt.zero_grad(set_to_none=True)
+        _, s_out = net(x)
+        loss = net.loss(s_out, y)
+        loss.backward()
+        opt.step()
+        net.after_step()
+        return loss
+
+    out, infer_first = timed(infer)  # on the initial weights: the correctness check
+    result = {"check": check(net, out, ref)}
+    del out
+    infer_rate = measure(infer, args.warmup, args.repeats, args.infer_steps)
+    loss0, train_first = timed(train)
+    train_rate = measure(train, args.warmup, args.repeats, args.steps)
+    result.update(
+        status="ok",
+        train_steps_per_s=train_rate.median,
+        train_windows=train_rate.windows,
+        infer_batches_per_s=infer_rate.median,
+        infer_windows=infer_rate.windows,
+        first_infer_s=infer_first,
+        first_train_s=train_first,
+        first_loss=float(loss0),  # type: ignore[arg-type]
+        peak_rss_mib=peak_rss_mib(),
+        delta_rss_mib=peak_rss_mib() - rss0,
+        n_params=sum(p.numel() for p in net.parameters()),
+    )
+    return result
+
+
+def verdict(c: dict) -> str:
+    """'ok' when a variant's spikes agree with plain-torch closely enough to trust its timing."""
+    if c["hidden_rate"] == 0 or c["out_rate"] == 0:
+        return "SILENT"
+    return "ok" if c["hidden_spikes_equal"] >= 0.99 and c["out_counts_equal"] >= 0.9 else "DIFF"
+
+
+def ratio(value: float | None, base: float | None) -> str:
+    return "—" if value is None or not base else f"{value / base:.2f}×"
+
+
+def table(results: dict[str, dict]) -> str:
+    """The markdown table: rates, ratios against SpikingJelly and plain-torch, checks."""
+    ok = {n: r for n, r in results.items() if r["status"] == "ok"}
+    base = {b: ok.get(b) for b in BASELINES}
+    header = ["variant", "train step/s", "vs SJ", "vs plain", "infer batch/s", "vs SJ",
+              "vs plain", "1st call s (infer / train)", "peak ΔRSS MiB", "hidden rate",
+              "out rate", "out counts = plain", "check"]  # fmt: skip
+    rows = []
+    for name, r in results.items():
+        if r["status"] != "ok":
+            rows.append([name] + ["—"] * 11 + [r["status"]])
+            continue
+        c = r["check"]
+        tr, inf = r["train_steps_per_s"], r["infer_batches_per_s"]
+        rows.append([
+            name, tr,
+            ratio(tr, base["spikingjelly"] and base["spikingjelly"]["train_steps_per_s"]),
+            ratio(tr, base["plain-torch"] and base["plain-torch"]["train_steps_per_s"]),
+            inf,
+            ratio(inf, base["spikingjelly"] and base["spikingjelly"]["infer_batches_per_s"]),
+            ratio(inf, base["plain-torch"] and base["plain-torch"]["infer_batches_per_s"]),
+            f"{r['first_infer_s']:.2f} / {r['first_train_s']:.2f}",
+            f"{r['delta_rss_mib']:.0f}",
+            f"{c['hidden_rate']:.4f}", f"{c['out_rate']:.4f}",
+            f"{100 * c['out_counts_equal']:.1f}%", verdict(c),
+        ])  # fmt: skip
+    return markdown_table(header, rows)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repeats", type=int, default=5, help="timed windows per measurement")
+    ap.add_argument("--steps", type=int, default=6, help="training steps per window")
+    ap.add_argument("--infer-steps", type=int, default=None,
+                    help="inference batches per window (default: 2 x --steps)")  # fmt: skip
+    ap.add_argument("--warmup", type=int, default=2, help="untimed calls before each measurement")
+    ap.add_argument("--only", default=None, help=f"comma-separated subset of: {','.join(NAMES)}")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    ap.add_argument("--reset-grad", choices=("detached", "attached"), default="detached",
+                    help="gradient through the reset term (spikeopt's default is detached)")  # fmt: skip
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--json", default=None, help="write the results to this JSON file")
+    args = ap.parse_args(argv)
+    if args.infer_steps is None:
+        args.infer_steps = 2 * args.steps
+    if args.only:
+        chosen = [n.strip() for n in args.only.split(",") if n.strip()]
+        unknown = [n for n in chosen if n not in NAMES]
+        if unknown:
+            ap.error(f"--only: unknown variant(s) {unknown}; valid: {', '.join(NAMES)}")
+        args.only = chosen
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    weights = reference_weights(args.seed)
+    x = torch.rand(BATCH, N_IN, generator=torch.Generator().manual_seed(args.seed + 1))
+    y = torch.randint(0, N_OUT, (BATCH,), generator=torch.Generator().manual_seed(args.seed + 2))
+    with torch.no_grad():  # the reference spikes every variant is checked against
+        ref = PlainNet(weights, detach_reset=True)(x)
+
+    env = environment(PACKAGES)
+    print(f"# throughput: {N_IN}-{N_HID}-{N_OUT} LIF, T={STEPS_T}, batch {BATCH}, "
+          f"beta={BETA:.4f}, Adam lr {LR}, reset grad {args.reset_grad}")  # fmt: skip
+    print(f"torch {env['versions']['torch']}, {env['torch_threads']} threads, {env['cpu']}; "
+          f"windows: {args.repeats} x ({args.steps} train | {args.infer_steps} infer) "
+          f"after {args.warmup} warmup\n", flush=True)  # fmt: skip
+
+    results: dict[str, dict] = {}
+    for v in VARIANTS:
+        if args.only and v.name not in args.only:
+            continue
+        print(f"running {v.name} ...", file=sys.stderr, flush=True)
+        try:
+            results[v.name] = run_variant(v, weights, (x, y), ref, args)
+        except ImportError as e:  # a peer or spikeopt not importable: skip, say why
+            results[v.name] = {"status": "skipped", "reason": f"{type(e).__name__}: {e}"}
+        except Exception as e:  # a broken variant must not hide the others
+            traceback.print_exc()
+            results[v.name] = {"status": "FAILED", "reason": f"{type(e).__name__}: {e}"}
+        r = results[v.name]
+        if r["status"] == "ok":
+            print(f"  {r['train_steps_per_s']:.2f} train step/s, "
+                  f"{r['infer_batches_per_s']:.2f} infer batch/s", file=sys.stderr, flush=True)  # fmt: skip
+        else:
+            print(f"  {r['status']}: {r['reason']}", file=sys.stderr, flush=True)
+
+    print(table(results))
+    print("\nNotes (differences from the target dynamics that could not be removed):")
+    for v in VARIANTS:
+        if v.name in results:
+            r = results[v.name]
+            extra = "" if r["status"] == "ok" else f" [{r['status']}: {r['reason']}]"
+            print(f"- {v.name}: {v.note}{extra}")
+    print("- check: spikes of each variant on the shared initial weights vs plain-torch; "
+          "'ok' = >=99% of hidden spikes and >=90% of output counts identical.")  # fmt: skip
+
+    if args.json:
+        config = {k: v for k, v in vars(args).items() if k != "json"}
+        setup = {"n_in": N_IN, "n_hidden": N_HID, "n_out": N_OUT, "T": STEPS_T,
+                 "batch": BATCH, "tau_m": TAU_M, "dt": DT, "beta": BETA, "tau_sj": TAU_SJ,
+                 "threshold": THRESHOLD, "surrogate_slope": SLOPE, "lr": LR}  # fmt: skip
+        notes = {v.name: v.note for v in VARIANTS}
+        write_json(args.json, {"environment": env, "args": config, "setup": setup,
+                               "results": results, "notes": notes})  # fmt: skip
+        print(f"\nwrote {args.json}", file=sys.stderr)
+    return 0 if all(r["status"] != "FAILED" for r in results.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""``spikeopt list | show | run``: the command line over :mod:`spikeopt.api`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from spikeopt import api
+from spikeopt import config as C
+from spikeopt.recipes import get_recipe, list_recipes
+from spikeopt.tasks.datasets import DataError
+
+
+def _list(args: argparse.Namespace) -> int:
+    filters = {k: v for k, v in (("method", args.method), ("application", args.application)) if v}
+    rows = list_recipes(**filters)
+    w = max((len(r.name) for r in rows), default=4)
+    print(f"{'recipe':<{w}}  {'application':<24}  {'method':<24}  architecture")
+    for r in rows:
+        print(f"{r.name:<{w}}  {r.application:<24}  {r.method:<24}  {r.architecture}")
+        if args.verbose:
+            print(f"{'':<{w}}  {r.summary}")
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    recipe = get_recipe(args.recipe)
+    cfg = api.resolve(args.recipe, C.parse_overrides(args.overrides), args.config)
+    print(f"# {recipe.name}: {recipe.summary}")
+    for key, (value, doc) in C.key_docs(cfg).items():
+        print(f"{key} = {json.dumps(value)}    # {doc}")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    overrides = C.parse_overrides(args.overrides)
+    if args.seed is not None:
+        overrides["trainer.seed"] = args.seed
+    out = args.resume or args.out or str(api.default_out(args.recipe))
+    summary = api.run(args.recipe, overrides, args.config, out, bool(args.resume), args.quiet)
+    if "test_acc" in summary:
+        print(f"test accuracy {summary['test_acc']:.4f} (best {summary['best_test_acc']:.4f}) "
+              f"after {summary['iterations']} steps in {summary['wall_s']:.1f} s")  # fmt: skip
+    else:
+        print(json.dumps(summary, indent=2))
+    print(f"outputs: {out}")
+    return 0 if summary.get("ok", True) else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``spikeopt`` command."""
+    p = argparse.ArgumentParser(prog="spikeopt", description="Train spiking neural networks.")
+    sub = p.add_subparsers(dest="command", required=True)
+    ls = sub.add_parser("list", help="list recipes")
+    ls.add_argument("--method")
+    ls.add_argument("--application")
+    ls.add_argument("-v", "--verbose", action="store_true", help="with one-line summaries")
+    ls.set_defaults(fn=_list)
+    sh = sub.add_parser("show", help="print a recipe's resolved config, one documented key a line")
+    sh.add_argument("recipe")
+    sh.add_argument("overrides", nargs="*", metavar="key=value")
+    sh.add_argument("--config", help="YAML file applied before the overrides")
+    sh.set_defaults(fn=_show)
+    rn = sub.add_parser("run", help="train a recipe")
+    rn.add_argument("recipe")
+    rn.add_argument("overrides", nargs="*", metavar="key=value")
+    rn.add_argument("--config", help="YAML file applied before the overrides")
+    rn.add_argument("--out", help="output folder (default runs/<recipe>-<time>)")
+    rn.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint")
+    rn.add_argument("--seed", type=int, help="shorthand for trainer.seed=N")
+    rn.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    rn.set_defaults(fn=_run)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``spikeopt`` console script."""
+    args = parser().parse_args(argv)
+    try:
+        return int(args.fn(args))
+    except (C.ConfigError, DataError, FileNotFoundError) as err:
+        print(f"spikeopt: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("spikeopt: interrupted; continue with --resume DIR", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,361 @@
+"""Run configuration: nested dataclasses, one documented field per key a user can type.
+
+A run is ``recipe defaults <- YAML file <- key=value overrides``. Every key is dotted
+(``optim.lr``), every field carries a one-line doc (``spikeopt show`` prints it), and a
+bad key or value raises :class:`ConfigError` naming the key and what would be valid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration key or value that cannot be used; the message says how to fix it."""
+
+
+def doc(default: Any, text: str) -> Any:
+    """A dataclass field with a default value and its one-line documentation."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"doc": text})
+    return field(default=default, metadata={"doc": text})
+
+
+@dataclass
+class DataConfig:
+    """Which dataset, which subset, how it is batched."""
+
+    name: str = doc("digits", "dataset: digits | mnist1d | mnist | fashion | cifar10")
+    root: str = doc("", "folder or tarball with the dataset files (mnist, fashion, cifar10)")
+    source: str = doc("auto", "cifar10 source: auto | pickle | folder | hf")
+    n_train: int = doc(0, "class-balanced training subset size (0 = the whole split)")
+    n_test: int = doc(0, "class-balanced test subset size (0 = the whole split)")
+    subset_seed: int = doc(0, "seed that picks the fixed subsets")
+    batch_size: int = doc(128, "training minibatch size")
+    eval_batch_size: int = doc(1000, "batch size for evaluation passes")
+    normalize: bool = doc(False, "standardise inputs per channel with training-set statistics")
+    augment: str = doc("none", "training augmentation for images: none | flip | flip-crop")
+    cache_dir: str = doc("", "cache for decoded arrays ('' = $SPIKEOPT_CACHE or ~/.cache/spikeopt)")
+
+
+@dataclass
+class EncoderConfig:
+    """How a static input becomes a spike train of ``steps`` time steps."""
+
+    kind: str = doc("repeat", "repeat | rate | deterministic | latency | sequence")
+    steps: int = doc(16, "time steps T per sample (ignored by 'sequence', which uses the data's)")
+    gain: float = doc(1.0, "input scale (rate: spike probability = gain * x, clipped to [0, 1])")
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of the spiking network."""
+
+    arch: str = doc("mlp", "mlp | conv | rsnn | cnn (non-spiking baseline)")
+    hidden: list[int] = doc([128], "sizes of the dense hidden layers")
+    channels: list[int] = doc([32, 64], "conv: output channels of each conv layer")
+    kernel_size: int = doc(3, "conv: kernel size (padding keeps the spatial size)")
+    pool: str = doc("avg", "conv: pooling after each conv block: avg | max | none")
+    norm: str = doc("none", "conv: normalisation of conv currents: none | batch")
+    readout: str = doc("lif", "output layer: lif (spiking) | li (leaky integrator, no spikes)")
+    neurons_per_class: int = doc(1, "population coding: output neurons per class")
+    init: str = doc("default", "weight init: default | kaiming | xavier")
+    out_scale: float = doc(1.0, "multiplier on the output layer's initial weights")
+    dropout: float = doc(0.0, "dropout on hidden spikes (same mask at every time step)")
+
+
+@dataclass
+class NeuronConfig:
+    """LIF dynamics and the surrogate spike function."""
+
+    tau_m: float = doc(20.0, "membrane time constant (in units of dt)")
+    dt: float = doc(1.0, "integration time step")
+    v_threshold: float = doc(1.0, "firing threshold")
+    v_reset: float = doc(0.0, "membrane value after a spike (reset='zero')")
+    v_rest: float = doc(0.0, "resting potential the membrane decays to")
+    reset: str = doc("subtract", "reset after a spike: subtract | zero")
+    detach_reset: bool = doc(True, "stop gradients through the reset term")
+    learn_tau: bool = doc(False, "make tau_m a learnable parameter per neuron")
+    learn_threshold: bool = doc(False, "make v_threshold a learnable parameter per neuron")
+    surrogate: str = doc("fast_sigmoid", "sigmoid | fast_sigmoid | arctan | boxcar | triangle")
+    alpha: float | None = doc(None, "surrogate sharpness (null = the surrogate's default)")
+    alpha_schedule: str = doc("constant", "sharpness schedule: constant | linear | cosine | exp | step")
+    alpha_end: float | None = doc(None, "sharpness at the last epoch (null = alpha)")
+    alpha_step_every: int = doc(10, "step schedule: epochs between sharpness changes")
+
+
+@dataclass
+class MethodConfig:
+    """Which training method runs the update."""
+
+    name: str = doc("surrogate", "training method: surrogate")
+
+
+@dataclass
+class OptimConfig:
+    """The torch optimizer that applies every method's update."""
+
+    name: str = doc("adam", "adam | adamw | sgd")
+    lr: float = doc(1e-3, "learning rate")
+    weight_decay: float = doc(0.0, "weight decay")
+    momentum: float = doc(0.9, "sgd momentum")
+    betas: list[float] = doc([0.9, 0.999], "adam/adamw betas")
+    clip_value: float = doc(0.0, "clip each gradient entry to [-v, v] (0 = off)")
+    clip_norm: float = doc(0.0, "clip the global gradient norm (0 = off)")
+
+
+@dataclass
+class SchedConfig:
+    """Learning-rate schedule, stepped once per epoch."""
+
+    name: str = doc("none", "none | step | multistep | cosine | plateau | exponential")
+    step_size: int = doc(10, "step: epochs between decays")
+    milestones: list[int] = doc([], "multistep: epochs at which to decay")
+    gamma: float = doc(0.1, "decay factor (step, multistep, exponential, plateau)")
+    min_lr: float = doc(0.0, "cosine: final learning rate; plateau: lower bound")
+    patience: int = doc(5, "plateau: epochs without improvement before decaying")
+    metric: str = doc("test_loss", "plateau: metric to watch (minimised)")
+
+
+@dataclass
+class TrainerConfig:
+    """The loop: how long, where, how reproducibly."""
+
+    epochs: int = doc(10, "number of epochs (evaluation, checkpoint and log every epoch)")
+    steps_per_epoch: int = doc(0, "method steps per epoch (0 = one pass over the training set)")
+    seed: int = doc(0, "seed for init, shuffling and encoder noise")
+    device: str = doc("auto", "auto | cpu | cuda")
+    compile: bool = doc(False, "torch.compile the model (slow first epoch, faster after)")
+    progress: bool = doc(True, "show a progress bar")
+
+
+@dataclass
+class LossConfig:
+    """Readout and loss on the output layer."""
+
+    name: str = doc("ce_count", "ce_count | ce_mean | ce_max | ce_final | mse_count")
+    rate_reg: float = doc(0.0, "weight of the firing-rate regulariser on hidden layers")
+    rate_target: float = doc(0.05, "target firing rate per hidden layer (spikes per step)")
+    mse_on: float = doc(1.0, "mse_count: target firing rate of the correct class")
+    mse_off: float = doc(0.0, "mse_count: target firing rate of the other classes")
+
+
+@dataclass
+class MetricConfig:
+    """What is measured at evaluation."""
+
+    per_class_recall: bool = doc(False, "log recall of every class")
+
+
+@dataclass
+class EarlyStopConfig:
+    """Stop when a logged metric reaches a threshold or stops improving."""
+
+    mode: str = doc("none", "none | threshold | patience")
+    metric: str = doc("test_acc", "any column of metrics.csv")
+    goal: str = doc("max", "max | min: which direction is better")
+    threshold: float = doc(1.0, "threshold: stop once the metric is at least this good")
+    patience: int = doc(10, "patience: epochs without improvement before stopping")
+    min_delta: float = doc(0.0, "patience: smallest change that counts as improvement")
+
+
+@dataclass
+class Config:
+    """A whole run; each attribute is a namespace of dotted keys."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    neuron: NeuronConfig = field(default_factory=NeuronConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    sched: SchedConfig = field(default_factory=SchedConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    metric: MetricConfig = field(default_factory=MetricConfig)
+    early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
+
+
+# ---------------------------------------------------------------- keys and types
+
+
+def _fields(cls: type) -> dict[str, dataclasses.Field[Any]]:
+    return {f.name: f for f in dataclasses.fields(cls)}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def key_docs(cfg: Config | None = None) -> dict[str, tuple[Any, str]]:
+    """Every dotted key with its current value and its one-line doc."""
+    cfg = cfg or Config()
+    out: dict[str, tuple[Any, str]] = {}
+    for section in dataclasses.fields(cfg):
+        sub = getattr(cfg, section.name)
+        for f in dataclasses.fields(sub):
+            out[f"{section.name}.{f.name}"] = (getattr(sub, f.name), f.metadata.get("doc", ""))
+    return out
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
+    return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
+
+
+def _coerce(key: str, value: Any, tp: Any) -> Any:
+    """Check ``value`` against the annotation ``tp``; ints are accepted for floats."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            try:
+                return _coerce(key, value, arg)
+            except ConfigError:
+                continue
+    elif origin is list:
+        (item,) = typing.get_args(tp)
+        if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+            value = [value]  # a scalar where a list is expected: a list of one
+        if isinstance(value, (list, tuple)):
+            return [_coerce(key, v, item) for v in value]
+    elif tp is type(None):
+        if value is None:
+            return None
+    elif tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    raise ConfigError(
+        f"{key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__}); "
+        f"e.g. `{key}={_example(tp)}`"
+    )
+
+
+def _example(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return _example(typing.get_args(tp)[0])
+    if origin is list:
+        return f"[{_example(typing.get_args(tp)[0])}]"
+    return {bool: "true", int: "3", float: "0.5", str: "name"}.get(tp, "null")
+
+
+def _unknown(key: str, valid: list[str]) -> ConfigError:
+    near = difflib.get_close_matches(key, valid, n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(near)}?" if near else ""
+    return ConfigError(f"unknown config key '{key}'{hint} (`spikeopt show RECIPE` lists all keys)")
+
+
+def set_key(cfg: Config, key: str, value: Any) -> None:
+    """Set one dotted key on ``cfg`` in place, checking the key and the value's type."""
+    valid = list(key_docs(cfg))
+    parts = key.split(".")
+    if len(parts) != 2 or parts[0] not in _fields(Config):
+        raise _unknown(key, valid)
+    section = getattr(cfg, parts[0])
+    hints = _hints(type(section))
+    if parts[1] not in hints:
+        raise _unknown(key, valid)
+    setattr(section, parts[1], _coerce(key, value, hints[parts[1]]))
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mapping -> dotted keys (``{'optim': {'lr': 1}}`` -> ``{'optim.lr': 1}``)."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        name = f"{prefix}{k}"
+        if isinstance(v, dict) and "." not in name:
+            out.update(flatten(v, name + "."))
+        else:
+            out[name] = v
+    return out
+
+
+def apply(cfg: Config, values: dict[str, Any]) -> Config:
+    """A copy of ``cfg`` with nested or dotted ``values`` applied; ``cfg`` is unchanged."""
+    new = copy_config(cfg)
+    for key, value in flatten(values).items():
+        set_key(new, key, value)
+    return new
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``['optim.lr=0.01', 'model.hidden=[64,64]']`` -> dotted dict, values parsed as YAML."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override '{item}' is not key=value (e.g. optim.lr=0.01)")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{key}: cannot parse value {raw!r}: {err}") from None
+    return out
+
+
+def load_yaml(path: str) -> dict[str, Any]:
+    """Read a YAML config file (safe_load) into a nested dict."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """The config as a nested plain dict (what config.yaml holds)."""
+    return dataclasses.asdict(cfg)
+
+
+def copy_config(cfg: Config) -> Config:
+    """A deep copy of ``cfg``."""
+    return from_dict(to_dict(cfg))
+
+
+def from_dict(d: dict[str, Any]) -> Config:
+    """Build a Config from a nested dict, every key checked."""
+    cfg = Config()
+    for key, value in flatten(d).items():
+        set_key(cfg, key, value)
+    return cfg
+
+
+def dump_yaml(cfg: Config) -> str:
+    """The config as YAML text."""
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+def choose(key: str, value: str, valid: typing.Iterable[str]) -> str:
+    """Check a named choice; the error lists the valid names."""
+    valid = list(valid)
+    if value not in valid:
+        near = difflib.get_close_matches(value, valid, n=1)
+        hint = f" (did you mean '{near[0]}'?)" if near else ""
+        raise ConfigError(f"{key}: unknown value '{value}'{hint}; valid: {', '.join(valid)}")
+    return value

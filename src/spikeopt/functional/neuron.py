@@ -1,0 +1,199 @@
+"""Neuron dynamics as pure functions: ``(input, state, params) -> (output, state)``.
+
+Discrete-time leaky integrate-and-fire (Gerstner et al., *Neuronal Dynamics*, ch. 1; the
+exact-decay form used by snnTorch's ``Leaky``), with ``beta = exp(-dt / tau_m)``::
+
+    u[t] = v_rest + beta * (v[t-1] - v_rest) + I[t]       (integrate, pre-spike membrane)
+    s[t] = H(u[t] - v_threshold)                           (fire; surrogate gradient backward)
+    v[t] = u[t] - v_threshold * s[t]                       (reset='subtract')
+    v[t] = u[t] * (1 - s[t]) + v_reset * s[t]              (reset='zero')
+
+``v[-1] = v_rest``. The membrane a layer reports is the post-reset ``v[t]``.
+The leaky integrator (LI) readout is the same without the fire and reset lines.
+
+:func:`lif_step` is the reference; :func:`lif_sequence` runs a whole ``(B, T, N)`` current
+through it and is the hot path: when nothing about the neuron is learnable it runs the loop
+without building an autograd graph and back-propagates through time by hand (checked against
+the step loop in the tests). A time-invariant current may be given once as ``(B, N)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from spikeopt.functional.surrogate import Surrogate
+
+
+class LIFParams(NamedTuple):
+    """LIF constants; ``beta`` and ``v_threshold`` may be tensors (learnable, per neuron)."""
+
+    beta: float | Tensor = math.exp(-1 / 20)
+    v_threshold: float | Tensor = 1.0
+    v_reset: float = 0.0
+    v_rest: float = 0.0
+    reset: str = "subtract"
+    detach_reset: bool = True
+
+
+class LIFState(NamedTuple):
+    """The membrane potential ``v`` (B, N)."""
+
+    v: Tensor
+
+
+def beta_from_tau(tau_m: float | Tensor, dt: float = 1.0) -> float | Tensor:
+    """Per-step decay ``exp(-dt / tau_m)``."""
+    if isinstance(tau_m, Tensor):
+        return torch.exp(-dt / tau_m)
+    return math.exp(-dt / tau_m)
+
+
+def lif_init(x: Tensor, p: LIFParams) -> LIFState:
+    """Resting state shaped like one time step of input ``x`` (B, N)."""
+    return LIFState(torch.full_like(x, p.v_rest))
+
+
+def lif_step(
+    x: Tensor, state: LIFState, p: LIFParams, spike_fn: Surrogate
+) -> tuple[Tensor, LIFState]:
+    """One LIF step on input current ``x`` (B, N); returns spikes (B, N) and the new state."""
+    u = p.v_rest + p.beta * (state.v - p.v_rest) + x
+    s = spike_fn(u - p.v_threshold)
+    r = s.detach() if p.detach_reset else s
+    if p.reset == "subtract":
+        v = u - p.v_threshold * r
+    else:
+        v = u * (1 - r) + p.v_reset * r
+    return s, LIFState(v)
+
+
+def li_step(x: Tensor, state: LIFState, p: LIFParams) -> tuple[Tensor, LIFState]:
+    """One leaky-integrator step: ``v = v_rest + beta (v - v_rest) + x``; returns (v, state)."""
+    v = p.v_rest + p.beta * (state.v - p.v_rest) + x
+    return v, LIFState(v)
+
+
+def _decay_matrix(beta: float, steps: int, like: Tensor) -> Tensor:
+    """``M[t', t] = beta**(t' - t)`` for ``t' >= t``: a causal exponential filter as a matmul."""
+    t = torch.arange(steps, device=like.device, dtype=like.dtype)
+    diff = t[:, None] - t[None, :]
+    return torch.where(diff >= 0, beta ** diff.clamp(min=0), torch.zeros((), dtype=like.dtype))
+
+
+def li_sequence(current: Tensor, p: LIFParams, steps: int | None = None) -> Tensor:
+    """Leaky-integrator membranes (B, T, N) for a current (B, T, N), or (B, N) held for ``steps``."""
+    if current.dim() == 2:  # constant current: closed form of the geometric sum
+        assert steps is not None, "a (B, N) current needs steps"
+        k = torch.arange(1, steps + 1, device=current.device, dtype=current.dtype)
+        beta = torch.as_tensor(p.beta, dtype=current.dtype, device=current.device)
+        gain = (1 - beta**k) / (1 - beta)  # (T,) -- sum_{j<k} beta^j
+        return p.v_rest + current[:, None, :] * gain[:, None]
+    if isinstance(p.beta, Tensor):  # learnable tau: the plain loop keeps autograd exact
+        state, out = lif_init(current[:, 0], p), []
+        for t in range(current.shape[1]):
+            v, state = li_step(current[:, t], state, p)
+            out.append(v)
+        return torch.stack(out, 1)
+    m = _decay_matrix(p.beta, current.shape[1], current)  # (T, T), M[t, s] = beta^(t-s)
+    return p.v_rest + m @ current  # broadcast over B: (T, T) @ (B, T, N)
+
+
+class _FusedLIF(torch.autograd.Function):
+    """LIF over all T steps with a hand-written BPTT (constant beta and threshold).
+
+    Internally time-major (T, B, N) so every step touches contiguous memory; the loop does
+    only what the recurrence needs (integrate, threshold, reset) and everything that can be
+    computed for all steps at once (spike tensor, membranes, surrogate derivative) is.
+    """
+
+    @staticmethod
+    def forward(ctx, current: Tensor, steps: int, p: LIFParams, spike_fn: Surrogate):  # type: ignore[override]
+        const = current.dim() == 2
+        b, n = current.shape[0], current.shape[-1]
+        drive = current + (1 - p.beta) * p.v_rest  # fold the rest term into the input once
+        if not const:
+            drive = drive.transpose(0, 1)
+        u_all = current.new_empty(steps, b, n)  # pre-reset membranes
+        v = torch.full((b, n), p.v_rest, dtype=current.dtype, device=current.device)
+        fired = torch.empty_like(v)
+        theta = float(p.v_threshold)
+        for t in range(steps):
+            u = torch.add(drive if const else drive[t], v, alpha=p.beta, out=u_all[t])
+            torch.ge(u, theta, out=fired)
+            if p.reset == "subtract":
+                v = torch.sub(u, fired, alpha=theta)
+            else:
+                v = u.masked_fill(fired.bool(), p.v_reset)
+        s_all = (u_all >= theta).to(current.dtype)
+        if p.reset == "subtract":
+            v_all = torch.sub(u_all, s_all, alpha=theta)
+        else:
+            v_all = u_all.masked_fill(s_all.bool(), p.v_reset)
+        ctx.save_for_backward(u_all, s_all)
+        ctx.const, ctx.p, ctx.spike_fn = const, p, spike_fn
+        return s_all.transpose(0, 1), v_all.transpose(0, 1)
+
+    @staticmethod
+    def backward(ctx, g_s: Tensor | None, g_v: Tensor | None):  # type: ignore[override]
+        u_all, s_all = ctx.saved_tensors  # (T, B, N)
+        p: LIFParams = ctx.p
+        theta = float(p.v_threshold)
+        sg = ctx.spike_fn.derivative(u_all - theta)  # all T at once: the bulk of the maths
+        direct = g_s.transpose(0, 1) * sg if g_s is not None else torch.zeros_like(u_all)
+        g_v = g_v.transpose(0, 1) if g_v is not None else None
+        steps = u_all.shape[0]
+        if p.reset == "subtract" and p.detach_reset:
+            # g_u[t] = (g_v[t] + g_s[t] sg[t]) + beta g_u[t+1]: a reverse exponential filter,
+            # i.e. one (T, T) @ (T, B*N) matmul instead of a loop.
+            d = direct + g_v if g_v is not None else direct
+            m = _decay_matrix(p.beta, steps, u_all)  # M[t', t] = beta^(t'-t)
+            g_u = (m.T @ d.reshape(steps, -1)).view_as(u_all)
+        else:
+            g_u = torch.empty_like(u_all)
+            carry = torch.zeros_like(u_all[0])
+            for t in range(steps - 1, -1, -1):
+                gv = g_v[t] + carry if g_v is not None else carry
+                if p.reset == "subtract":
+                    gu = gv + direct[t]
+                    if not p.detach_reset:
+                        gu = gu - theta * gv * sg[t]
+                else:
+                    gu = gv * (1 - s_all[t]) + direct[t]
+                    if not p.detach_reset:
+                        gu = gu + gv * (p.v_reset - u_all[t]) * sg[t]
+                g_u[t] = gu
+                carry = p.beta * gu
+        g_current = g_u.sum(0) if ctx.const else g_u.transpose(0, 1)
+        return g_current, None, None, None
+
+
+def lif_sequence(
+    current: Tensor, p: LIFParams, spike_fn: Surrogate, steps: int | None = None
+) -> tuple[Tensor, Tensor]:
+    """Spikes and membranes (B, T, N) of LIF neurons driven by ``current``.
+
+    ``current`` is (B, T, N), or (B, N) for a current that is the same at every step
+    (then ``steps`` gives T). Learnable ``beta``/``v_threshold`` (tensors) take the autograd
+    step loop, as does torch.compile; otherwise the fused loop with hand-written BPTT runs.
+    """
+    const = current.dim() == 2
+    if const and steps is None:
+        raise ValueError("lif_sequence: a (B, N) constant current needs `steps`")
+    n_steps = steps if const else current.shape[1]
+    assert n_steps is not None
+    fixed = not isinstance(p.beta, Tensor) and not isinstance(p.v_threshold, Tensor)
+    # torch.compile traces the plain step loop (and fuses it); eager runs the fused Function.
+    if fixed and not torch.compiler.is_compiling():
+        s, v = _FusedLIF.apply(current, n_steps, p, spike_fn)
+        return s, v
+    state = lif_init(current if const else current[:, 0], p)
+    spikes, mems = [], []
+    for t in range(n_steps):
+        s, state = lif_step(current if const else current[:, t], state, p, spike_fn)
+        spikes.append(s)
+        mems.append(state.v)
+    return torch.stack(spikes, 1), torch.stack(mems, 1)

@@ -1,0 +1,31 @@
+"""Training methods, one file each, all on the :class:`Method` protocol."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from spikeopt.config import Config, choose
+from spikeopt.functional.loss import Loss
+from spikeopt.methods.base import Batch, Method, TrainState, apply_update, build_optimizer
+from spikeopt.methods.surrogate import Surrogate
+
+# name -> constructor(cfg, loss); extended by one line per method file.
+METHODS: dict[str, Callable[[Config, Loss], Method]] = {
+    "surrogate": Surrogate,
+}
+
+
+def make_method(cfg: Config, loss: Loss) -> Method:
+    """The method ``cfg.method.name`` names; the error lists the valid names."""
+    return METHODS[choose("method.name", cfg.method.name, METHODS)](cfg, loss)
+
+
+__all__ = [
+    "METHODS",
+    "Batch",
+    "Method",
+    "TrainState",
+    "apply_update",
+    "build_optimizer",
+    "make_method",
+]

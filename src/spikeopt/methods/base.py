@@ -1,0 +1,92 @@
+"""The one protocol every training method follows, and the state they share.
+
+A method turns a batch into one parameter update. BPTT computes the surrogate gradient, ES
+an estimate from a population; either way the result lands in ``p.grad`` and the same torch
+optimizer, clipping and LR schedule apply it (:func:`apply_update`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from spikeopt.config import Config, ConfigError, OptimConfig, choose
+
+Batch = tuple[Tensor, Tensor]  # encoded inputs (B, T, ...), labels (B,)
+
+
+@dataclass
+class TrainState:
+    """What a method updates: the model, its optimizer and the number of updates so far."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    step: int = 0
+
+
+class Method(Protocol):
+    """init -> step, step, ...; state_dict/load_state_dict make runs resumable."""
+
+    name: str
+
+    def init(self, model: nn.Module, cfg: Config) -> TrainState:
+        """Fresh training state for ``model``."""
+        ...
+
+    def step(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, float]]:
+        """One update on ``batch``; returns the new state and scalar metrics (loss, acc, ...)."""
+        ...
+
+    def state_dict(self, state: TrainState) -> dict[str, Any]:
+        """Everything needed to continue exactly (tensors and plain values only)."""
+        ...
+
+    def load_state_dict(self, state: TrainState, d: dict[str, Any]) -> TrainState:
+        """``state`` (freshly initialised) with the saved values of ``d`` restored."""
+        ...
+
+
+def build_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """The configured torch optimizer over ``params``."""
+    name = choose("optim.name", cfg.name, ("adam", "adamw", "sgd"))
+    if cfg.lr <= 0:
+        raise ConfigError(f"optim.lr must be > 0, got {cfg.lr}")
+    if name == "sgd":
+        return torch.optim.SGD(params, cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    if len(cfg.betas) != 2:
+        raise ConfigError(f"optim.betas needs two values, got {cfg.betas}")
+    betas = (cfg.betas[0], cfg.betas[1])
+    opt = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
+    return opt(params, cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
+
+
+def apply_update(state: TrainState, cfg: OptimConfig) -> float:
+    """Clip the gradients in ``p.grad`` (value, then norm) and step; returns the pre-clip norm."""
+    params = [p for p in state.model.parameters() if p.grad is not None]
+    if cfg.clip_value > 0:
+        torch.nn.utils.clip_grad_value_(params, cfg.clip_value)
+    max_norm = cfg.clip_norm if cfg.clip_norm > 0 else float("inf")
+    norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if params else torch.tensor(0.0)
+    state.optimizer.step()
+    state.step += 1
+    return float(norm)
+
+
+def base_state_dict(state: TrainState) -> dict[str, Any]:
+    """Model, optimizer and step counter: the part of a method's state every method has."""
+    return {
+        "model": state.model.state_dict(),
+        "optimizer": state.optimizer.state_dict(),
+        "step": state.step,
+    }
+
+
+def load_base_state(state: TrainState, d: dict[str, Any]) -> TrainState:
+    """Restore what :func:`base_state_dict` saved."""
+    state.model.load_state_dict(d["model"])
+    state.optimizer.load_state_dict(d["optimizer"])
+    state.step = int(d["step"])
+    return state

@@ -1,0 +1,53 @@
+"""Surrogate-gradient BPTT: back-propagate the loss through time, with the surrogate
+derivative standing in for the spike's (zero almost everywhere) derivative."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from spikeopt.config import Config
+from spikeopt.functional.loss import Loss
+from spikeopt.methods.base import (
+    Batch,
+    TrainState,
+    apply_update,
+    base_state_dict,
+    build_optimizer,
+    load_base_state,
+)
+
+
+class Surrogate:
+    """BPTT with surrogate spike derivatives; any torch optimizer, clipping, LR schedule."""
+
+    name = "surrogate"
+
+    def __init__(self, cfg: Config, loss: Loss) -> None:
+        self.cfg = cfg
+        self.loss = loss
+
+    def init(self, model: nn.Module, cfg: Config) -> TrainState:
+        """Optimizer over the model's parameters."""
+        return TrainState(model, build_optimizer(list(model.parameters()), cfg.optim))
+
+    def step(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, float]]:
+        """Forward, backward through time, clipped optimizer step."""
+        x, y = batch
+        state.model.train()
+        spikes, mems = state.model(x)
+        loss, scores = self.loss(spikes, mems, y)
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = apply_update(state, self.cfg.optim)
+        acc = (scores.argmax(-1) == y).float().mean()
+        return state, {"loss": float(loss), "acc": float(acc), "grad_norm": grad_norm}
+
+    def state_dict(self, state: TrainState) -> dict[str, Any]:
+        """Model, optimizer and step counter."""
+        return base_state_dict(state)
+
+    def load_state_dict(self, state: TrainState, d: dict[str, Any]) -> TrainState:
+        """Restore a saved state into ``state``."""
+        return load_base_state(state, d)

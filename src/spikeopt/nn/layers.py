@@ -1,0 +1,191 @@
+"""Spiking layers: thin modules around :mod:`spikeopt.functional.neuron`.
+
+Every layer maps ``(B, T, ...)`` inputs to ``(spikes, membranes)`` with a time axis at dim 1
+and keeps no state between calls. The loop over time lives in ``lif_sequence`` only.
+
+Hot path: when the input's time axis has stride 0 (repeat/direct encoding builds it with
+``expand``), the input does not change over time, so a layer computes its synaptic current
+once, ``(B, N)``, instead of T times -- the largest single speed-up measured here.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from spikeopt.config import NeuronConfig, choose
+from spikeopt.functional.neuron import (
+    LIFParams,
+    LIFState,
+    beta_from_tau,
+    li_sequence,
+    lif_sequence,
+    lif_step,
+)
+from spikeopt.functional.surrogate import Surrogate, get_surrogate
+
+
+def is_static(x: Tensor) -> bool:
+    """True when ``x`` (B, T, ...) is the same at every step: its time axis has stride 0."""
+    return x.shape[1] == 1 or x.stride(1) == 0
+
+
+class LIF(nn.Module):
+    """LIF neurons (no weights): current (B, T, N) or (B, N) + steps -> spikes, membranes."""
+
+    def __init__(self, n: int, cfg: NeuronConfig) -> None:
+        super().__init__()
+        choose("neuron.reset", cfg.reset, ("subtract", "zero"))
+        self.cfg = cfg
+        self.spike_fn: Surrogate = get_surrogate(cfg.surrogate, cfg.alpha)
+        # Learnable constants are stored per neuron; fixed ones stay Python floats so the
+        # fused (graph-free) loop can run.
+        self.tau = nn.Parameter(torch.full((n,), cfg.tau_m)) if cfg.learn_tau else None
+        self.threshold = (
+            nn.Parameter(torch.full((n,), cfg.v_threshold)) if cfg.learn_threshold else None
+        )
+
+    def params(self) -> LIFParams:
+        """The current LIF constants (tensors where learnable)."""
+        c = self.cfg
+        tau = self.tau.clamp(min=1e-2) if self.tau is not None else c.tau_m
+        return LIFParams(
+            beta=beta_from_tau(tau, c.dt),
+            v_threshold=self.threshold if self.threshold is not None else c.v_threshold,
+            v_reset=c.v_reset,
+            v_rest=c.v_rest,
+            reset=c.reset,
+            detach_reset=c.detach_reset,
+        )
+
+    def forward(self, current: Tensor, steps: int | None = None) -> tuple[Tensor, Tensor]:
+        """Spikes and membranes (B, T, N)."""
+        return lif_sequence(current, self.params(), self.spike_fn, steps)
+
+
+class LinearLIF(nn.Module):
+    """Dense synapses followed by LIF neurons (or a non-spiking leaky integrator, ``li=True``)."""
+
+    def __init__(self, n_in: int, n_out: int, cfg: NeuronConfig, li: bool = False) -> None:
+        super().__init__()
+        self.fc = nn.Linear(n_in, n_out)
+        self.li = li
+        self.neuron = LIF(n_out, cfg)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x (B, T, n_in) -> spikes, membranes (B, T, n_out); an LI layer returns (v, v)."""
+        steps = x.shape[1]
+        current = self.fc(x[:, 0]) if is_static(x) else self.fc(x)  # (B, N) once, or (B, T, N)
+        if self.li:
+            v = li_sequence(current, self.neuron.params(), steps)
+            return v, v
+        return self.neuron(current, steps)
+
+
+class RecurrentLIF(nn.Module):
+    """LIF with all-to-all recurrent synapses: ``I[t] = W x[t] + V s[t-1]``."""
+
+    def __init__(self, n_in: int, n_out: int, cfg: NeuronConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(n_in, n_out)
+        self.rec = nn.Linear(n_out, n_out, bias=False)
+        nn.init.orthogonal_(self.rec.weight, gain=0.5)  # keeps early recurrent activity modest
+        self.neuron = LIF(n_out, cfg)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x (B, T, n_in) -> spikes, membranes (B, T, n_out)."""
+        steps = x.shape[1]
+        drive = self.fc(x[:, 0]) if is_static(x) else self.fc(x)
+        p, fn = self.neuron.params(), self.neuron.spike_fn
+        i0 = drive if drive.dim() == 2 else drive[:, 0]
+        state = LIFState(torch.full_like(i0, p.v_rest))
+        s = torch.zeros_like(i0)
+        spikes, mems = [], []
+        for t in range(steps):
+            i_t = drive if drive.dim() == 2 else drive[:, t]
+            s, state = lif_step(i_t + self.rec(s), state, p, fn)
+            spikes.append(s)
+            mems.append(state.v)
+        return torch.stack(spikes, 1), torch.stack(mems, 1)
+
+
+class ConvLIF(nn.Module):
+    """Conv2d (+ batch norm) -> LIF -> pooling, on (B, T, C, H, W) inputs."""
+
+    def __init__(
+        self, c_in: int, c_out: int, k: int, cfg: NeuronConfig, pool: str, norm: str, hw: int
+    ) -> None:
+        super().__init__()
+        choose("model.pool", pool, ("avg", "max", "none"))
+        choose("model.norm", norm, ("none", "batch"))
+        self.conv = nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=norm == "none")
+        self.bn = nn.BatchNorm2d(c_out) if norm == "batch" else None
+        self.pool = pool
+        self.neuron = LIF(c_out * hw * hw, cfg)
+
+    def current(self, x: Tensor) -> Tensor:
+        """Synaptic current (N, C, H, W) of a batch of frames (N, C_in, H, W)."""
+        c = self.conv(x)
+        return self.bn(c) if self.bn is not None else c
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """x (B, T, C, H, W) -> spikes (B, T, C', H, W), membranes (B, T, C'*H*W)."""
+        b, steps = x.shape[:2]
+        if is_static(x):
+            cur = self.current(x[:, 0])
+            s, v = self.neuron(cur.flatten(1), steps)
+        else:
+            cur = self.current(x.flatten(0, 1))
+            s, v = self.neuron(cur.view(b, steps, -1))
+        return s.view(b, steps, *cur.shape[1:]), v
+
+    def pool_out(self, s: Tensor) -> Tensor:
+        """Pool spikes (B, T, C, H, W) spatially for the next layer."""
+        if self.pool == "none":
+            return s
+        frames = s.flatten(0, 1)
+        frames = F.avg_pool2d(frames, 2) if self.pool == "avg" else F.max_pool2d(frames, 2)
+        return frames.view(*s.shape[:2], *frames.shape[1:])
+
+
+def init_weights(model: nn.Module, scheme: str, out_layer: nn.Module, out_scale: float) -> None:
+    """Initialise conv/linear weights by ``scheme`` and scale the output layer's weights."""
+    choose("model.init", scheme, ("default", "kaiming", "xavier"))
+    for m in model.modules():
+        if not isinstance(m, (nn.Linear, nn.Conv2d)):
+            continue
+        if scheme == "kaiming":
+            nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+        elif scheme == "xavier":
+            nn.init.xavier_uniform_(m.weight)
+        if scheme != "default" and m.bias is not None:
+            nn.init.zeros_(m.bias)
+    if out_scale != 1.0:
+        with torch.no_grad():
+            for p in out_layer.parameters():
+                p.mul_(out_scale)
+
+
+def set_surrogate(model: nn.Module, fn: Surrogate) -> None:
+    """Give every LIF population of ``model`` the surrogate ``fn`` (sharpness schedules)."""
+    for m in model.modules():
+        if isinstance(m, LIF):
+            m.spike_fn = fn
+
+
+def n_params(model: nn.Module) -> int:
+    """Number of trainable parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+__all__ = [
+    "LIF",
+    "ConvLIF",
+    "LinearLIF",
+    "RecurrentLIF",
+    "init_weights",
+    "is_static",
+    "n_params",
+    "set_surrogate",
+]

@@ -1,0 +1,117 @@
+"""Model builders ``mlp``, ``conv``, ``rsnn`` and the non-spiking ``cnn`` baseline.
+
+Every model maps ``x`` (B, T, *input_shape) to ``(spikes_list, membranes_list)``: one tensor
+(B, T, N) per spiking layer, the last one the readout. No state survives a call.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from spikeopt.config import Config, ConfigError, choose
+from spikeopt.nn.layers import ConvLIF, LinearLIF, RecurrentLIF, init_weights, is_static
+
+ARCHS: tuple[str, ...] = ("mlp", "conv", "rsnn", "cnn")
+
+
+class SNN(nn.Module):
+    """Spiking layers applied in order; inputs are flattened before layer ``flatten_at``."""
+
+    def __init__(self, layers: list[nn.Module], flatten_at: int = 0, dropout: float = 0.0):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.flatten_at = flatten_at
+        self.dropout = dropout
+
+    def forward(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """x (B, T, ...) -> spikes and membranes of every layer, each (B, T, N)."""
+        spikes, mems = [], []
+        h = x
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            if i == self.flatten_at:
+                h = h.flatten(2)  # keeps a stride-0 time axis, so static inputs stay static
+            s, v = layer(h)
+            spikes.append(s.flatten(2))
+            mems.append(v)
+            h = layer.pool_out(s) if isinstance(layer, ConvLIF) else s
+            if self.dropout > 0 and self.training and i < last:
+                # One mask for all time steps: a dropped neuron is silent for the whole sample.
+                h = h * F.dropout(torch.ones_like(h[:, :1]), self.dropout, training=True)
+        return spikes, mems
+
+
+class CNN(nn.Module):
+    """Non-spiking baseline (conv-BN-ReLU-pool blocks, or an MLP for vector inputs).
+
+    It sees the mean input over time and returns its logits (B, 1, C) as both lists, so the
+    same loop, losses (``ce_mean``) and metrics check the data pipeline without spikes.
+    """
+
+    def __init__(self, input_shape: tuple[int, ...], n_out: int, channels: list[int],
+                 hidden: list[int], k: int) -> None:  # fmt: skip
+        super().__init__()
+        blocks: list[nn.Module] = []
+        if len(input_shape) == 3:
+            c, hw = input_shape[0], input_shape[1]
+            for c_out in channels:
+                blocks += [nn.Conv2d(c, c_out, k, padding=k // 2), nn.BatchNorm2d(c_out),
+                           nn.ReLU(), nn.MaxPool2d(2)]  # fmt: skip
+                c, hw = c_out, hw // 2
+            n = c * hw * hw
+        else:
+            n = math.prod(input_shape)
+        blocks.append(nn.Flatten())
+        for h in hidden:
+            blocks += [nn.Linear(n, h), nn.ReLU()]
+            n = h
+        self.out = nn.Linear(n, n_out)
+        self.body = nn.Sequential(*blocks, self.out)
+
+    def forward(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+        """x (B, T, ...) -> ([logits (B, 1, C)], [logits (B, 1, C)])."""
+        frame = x[:, 0] if is_static(x) else x.mean(1)
+        logits = self.body(frame).unsqueeze(1)
+        return [logits], [logits]
+
+
+def build_model(cfg: Config, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
+    """The model ``cfg.model`` describes, for per-step inputs of ``input_shape``."""
+    m, neuron = cfg.model, cfg.neuron
+    choose("model.arch", m.arch, ARCHS)
+    choose("model.readout", m.readout, ("lif", "li"))
+    if m.neurons_per_class < 1:
+        raise ConfigError("model.neurons_per_class must be >= 1")
+    n_out = n_classes * m.neurons_per_class
+    if m.arch == "cnn":
+        model: nn.Module = CNN(input_shape, n_out, m.channels, m.hidden, m.kernel_size)
+        init_weights(model, m.init, model.out, m.out_scale)
+        return model
+    layers: list[nn.Module] = []
+    flatten_at = 0
+    if m.arch == "conv":
+        if len(input_shape) != 3:
+            raise ConfigError(
+                f"model.arch=conv needs image inputs (C, H, W), got per-step shape {input_shape}; "
+                "use model.arch=mlp or rsnn"
+            )
+        c, hw = input_shape[0], input_shape[1]
+        for c_out in m.channels:
+            layers.append(ConvLIF(c, c_out, m.kernel_size, neuron, m.pool, m.norm, hw))
+            c, hw = c_out, hw // 2 if m.pool != "none" else hw
+        n = c * hw * hw
+        flatten_at = len(layers)
+    else:
+        n = math.prod(input_shape)
+    for h in m.hidden:
+        layers.append(RecurrentLIF(n, h, neuron) if m.arch == "rsnn" else LinearLIF(n, h, neuron))
+        n = h
+    out = LinearLIF(n, n_out, neuron, li=m.readout == "li")
+    layers.append(out)
+    model = SNN(layers, flatten_at, m.dropout)
+    init_weights(model, m.init, out.fc, m.out_scale)
+    return model

@@ -1,0 +1,278 @@
+"""Datasets as tensors: ``load_dataset(cfg.data)`` -> :class:`Dataset`, plus image augmentation.
+
+The pipeline is: locate the files (``sources.py`` reads them) -> decoded arrays, cached on disk
+as .npz keyed by what was read -> fixed class-balanced subsets -> float32 tensors -> optional
+standardisation with training-set statistics. Nothing here falls back to synthetic data: a
+missing or unreadable dataset is a :class:`DataError` that says how to provide it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+import warnings
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any, cast
+
+import numpy as np
+import torch
+
+from spikeopt.config import DataConfig
+from spikeopt.tasks import sources
+from spikeopt.tasks.sources import Arrays, DataError
+
+DATASETS: tuple[str, ...] = ("digits", "mnist1d", "mnist", "fashion", "cifar10")
+CIFAR_SOURCES = ("auto", "pickle", "folder", "hf")
+AUGMENTATIONS = ("none", "flip", "flip-crop")
+CACHE_VERSION = 1  # bump when a reader's output changes, so old cache entries are never used
+
+IDX_HINT = "set data.root to a folder with the IDX files " + ", ".join(
+    f"{n}[.gz]" for n in sources.IDX_FILES.values()
+)
+CIFAR_HINT = (
+    "set data.root=/path/to/cifar10-jpg.tar.gz (an image folder or tarball laid out "
+    "train|test/<class>/*.jpg) or to the python batches (cifar-10-python.tar.gz or its folder), "
+    "or data.source=hf to download from the Hugging Face hub"
+)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Train and test tensors of one classification dataset."""
+
+    name: str
+    x_train: torch.Tensor  # float32, (N, C, H, W) images or (N, L) sequences
+    y_train: torch.Tensor  # int64 class indices
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+    n_classes: int
+    sequence: bool  # True when the last axis of a sample is time (MNIST-1D)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """Shape of one sample, ``x_train.shape[1:]``."""
+        return tuple(self.x_train.shape[1:])
+
+
+def load_dataset(cfg: DataConfig) -> Dataset:
+    """Load ``cfg.name`` as float32 tensors, subset and normalised as ``cfg`` asks."""
+    arrays, subset_done = _read(cfg)
+    if not subset_done:
+        picks = {s: subset_indices(arrays[f"y_{s}"], _n(cfg, s), cfg.subset_seed, s)
+                 for s in sources.SPLITS}  # fmt: skip
+        arrays = _take(arrays, picks)
+    x_train, x_test = _to_float(arrays["x_train"]), _to_float(arrays["x_test"])
+    if cfg.normalize:
+        x_train, x_test = standardize(x_train, x_test)
+    return Dataset(
+        name=cfg.name,
+        x_train=x_train,
+        y_train=torch.from_numpy(arrays["y_train"].astype(np.int64)),
+        x_test=x_test,
+        y_test=torch.from_numpy(arrays["y_test"].astype(np.int64)),
+        n_classes=len(arrays["classes"]),
+        sequence=cfg.name == "mnist1d",
+    )
+
+
+# ---------------------------------------------------------------- locating and reading
+
+
+def _read(cfg: DataConfig) -> tuple[Arrays, bool]:
+    """Decoded arrays for ``cfg`` and whether the reader already applied the subsets."""
+    if cfg.name not in DATASETS:
+        raise DataError(f"unknown dataset data.name={cfg.name!r}; valid: {', '.join(DATASETS)}")
+    if cfg.name in ("digits", "mnist1d"):
+        # generated from a package: its version is the key (a cache hit skips a ~2 s import)
+        package = "scikit-learn" if cfg.name == "digits" else "mnist1d"
+        reader = sources.read_digits if cfg.name == "digits" else sources.read_mnist1d
+        path = cache_path(cfg, [cfg.name, "generated", package, version(package)], [])
+        return _cached(path, reader), False
+    if cfg.name in ("mnist", "fashion"):
+        files = sources.idx_files(_root(cfg, IDX_HINT))
+        path = cache_path(cfg, [cfg.name, "idx"], list(files.values()))
+        return _cached(path, lambda: sources.read_idx(files)), False
+
+    source = cfg.source
+    if source not in CIFAR_SOURCES:
+        raise DataError(f"unknown data.source={source!r}; valid: {', '.join(CIFAR_SOURCES)}")
+    if source == "hf":
+        return _cached(cache_path(cfg, ["cifar10", "hf"], []), sources.read_hf_cifar10), False
+    root = _root(cfg, CIFAR_HINT)
+    if source == "auto":
+        source = sources.detect_cifar_source(root)
+    if source == "pickle":
+        path = cache_path(cfg, ["cifar10", "pickle"], sources.pickle_inputs(root))
+        return _cached(path, lambda: sources.read_cifar_pickle(root)), False
+    inputs = sources.image_inputs(root)
+    full = cache_path(cfg, ["cifar10", "folder"], inputs)
+    if not (cfg.n_train or cfg.n_test) or full.is_file():
+        return _cached(full, lambda: sources.read_image_folder(root)), False
+    # A subset of an image archive: decode only the picked images (60k JPEGs take ~15 s)
+    subset = ["cifar10", "folder", "subset", cfg.n_train, cfg.n_test, cfg.subset_seed]
+
+    def pick(split: str, y: np.ndarray) -> np.ndarray:
+        return subset_indices(y, _n(cfg, split), cfg.subset_seed, split)
+
+    path = cache_path(cfg, subset, inputs)
+    return _cached(path, lambda: sources.read_image_folder(root, pick)), True
+
+
+def _root(cfg: DataConfig, hint: str) -> Path:
+    if not cfg.root:
+        raise DataError(f"data.name={cfg.name} needs data.root: {hint}")
+    root = Path(cfg.root).expanduser().resolve()
+    if not root.exists():
+        raise DataError(f"data.root={cfg.root} does not exist; {hint}")
+    return root
+
+
+def _n(cfg: DataConfig, split: str) -> int:
+    return int(cfg.n_train if split == "train" else cfg.n_test)
+
+
+def _to_float(x: np.ndarray) -> torch.Tensor:
+    # images are cached as uint8 (4x smaller than float32) and scaled to [0, 1] here
+    out = np.ascontiguousarray(x, dtype=np.float32)
+    if x.dtype == np.uint8:
+        out /= 255.0  # in place: a full CIFAR-10 float copy is 0.7 GB
+    return torch.from_numpy(out)
+
+
+# ---------------------------------------------------------------- disk cache
+
+
+def cache_dir(cfg: DataConfig) -> Path:
+    """``data.cache_dir``, else ``$SPIKEOPT_CACHE``, else ``~/.cache/spikeopt``."""
+    default = Path.home() / ".cache" / "spikeopt"
+    return Path(cfg.cache_dir or os.environ.get("SPIKEOPT_CACHE") or default).expanduser()
+
+
+def _fingerprint(paths: list[Path]) -> list[Any]:
+    """Path, size and mtime of every file read, so a changed or replaced file is re-read."""
+    out: list[Any] = []
+    for p in paths:
+        files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file())
+        for f in files:
+            st = f.stat()
+            out.append([str(f.resolve()), st.st_size, st.st_mtime_ns])
+    return out
+
+
+def cache_path(cfg: DataConfig, key: list[Any], paths: list[Path]) -> Path:
+    """The .npz file caching the arrays identified by ``key`` and the files in ``paths``."""
+    ident = json.dumps([CACHE_VERSION, key, _fingerprint(paths)], sort_keys=True, default=str)
+    digest = hashlib.sha256(ident.encode()).hexdigest()[:16]
+    return cache_dir(cfg) / f"{key[0]}-{key[1]}-{digest}.npz"
+
+
+def _cached(path: Path, read: Callable[[], Arrays]) -> Arrays:
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        except (OSError, ValueError, zipfile.BadZipFile):
+            pass  # a damaged entry (e.g. disk full earlier) is simply read again
+    arrays = read()
+    _write_atomic(path, arrays)
+    return arrays
+
+
+def _write_atomic(path: Path, arrays: Arrays) -> None:
+    # temp file in the same folder + os.replace: readers never see a half-written entry
+    tmp = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **cast(dict[str, Any], arrays))  # cast: numpy stubs mistype **kw
+        os.replace(tmp, path)
+    except OSError as err:  # a read-only cache costs speed, not correctness
+        warnings.warn(f"could not write the dataset cache {path}: {err}", stacklevel=3)
+        if tmp is not None and os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+# ---------------------------------------------------------------- subsets and normalisation
+
+
+def subset_indices(y: np.ndarray, n: int, seed: int, split: str = "train") -> np.ndarray:
+    """Sorted indices of a fixed class-balanced subset of ``n`` samples (all when n <= 0).
+
+    Classes get equal shares; the remainder goes to classes in a seed-chosen order, and a
+    class with too few samples passes its shortfall on to the others.
+    """
+    if n <= 0:
+        return np.arange(len(y))
+    if n > len(y):
+        raise DataError(f"data.n_{split}={n} but the {split} split has only {len(y)} samples")
+    rng = np.random.default_rng([seed, sources.SPLITS.index(split)])
+    classes, counts = np.unique(y, return_counts=True)
+    quota = np.zeros_like(counts)
+    order = rng.permutation(len(classes))
+    left = n
+    while left:
+        open_ = order[quota[order] < counts[order]]
+        share = left // len(open_)
+        if share == 0:
+            quota[open_[:left]] += 1
+            break
+        add = np.minimum(share, counts[open_] - quota[open_])
+        quota[open_] += add
+        left -= int(add.sum())
+    picks = [rng.choice(np.flatnonzero(y == c), q, replace=False) for c, q in zip(classes, quota)]
+    return np.sort(np.concatenate(picks))
+
+
+def _take(arrays: Arrays, idx: dict[str, np.ndarray]) -> Arrays:
+    out = dict(arrays)
+    for split, i in idx.items():
+        out[f"x_{split}"], out[f"y_{split}"] = arrays[f"x_{split}"][i], arrays[f"y_{split}"][i]
+    return out
+
+
+def standardize(x_train: torch.Tensor, x_test: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Standardise both splits with the training set's mean/std: per channel for (N, C, H, W),
+    one scalar for (N, L)."""
+    dims = (0, 2, 3) if x_train.ndim == 4 else tuple(range(x_train.ndim))
+    mean = x_train.mean(dims, keepdim=True)
+    std = x_train.std(dims, keepdim=True).clamp_min(1e-8)  # a constant input stays finite
+    return (x_train - mean) / std, (x_test - mean) / std
+
+
+# ---------------------------------------------------------------- augmentation
+
+
+def augment(x: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
+    """Random horizontal flip ('flip'), plus a 4-pixel zero-pad random crop ('flip-crop').
+
+    ``x`` is a batch (B, C, H, W); every random draw comes from ``generator``, so the same
+    generator state gives the same output. 'none' returns ``x`` unchanged.
+    """
+    if kind not in AUGMENTATIONS:
+        raise ValueError(f"unknown data.augment={kind!r}; valid: {', '.join(AUGMENTATIONS)}")
+    if kind == "none":
+        return x
+    if x.ndim != 4:
+        raise ValueError(f"data.augment={kind} needs image batches (B, C, H, W), got {x.shape}")
+    b, c, h, w = x.shape
+    dev = generator.device  # draw on the generator's device, then move: same numbers anywhere
+    flip = (torch.rand(b, generator=generator, device=dev) < 0.5).to(x.device)
+    x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+    if kind == "flip-crop":
+        pad = 4
+        padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+        top = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=dev).to(x.device)
+        left = torch.randint(0, 2 * pad + 1, (b,), generator=generator, device=dev).to(x.device)
+        # per-sample windows as two gathers: rows first, then columns
+        rows = (top[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+        x = padded.gather(2, rows.expand(b, c, h, w + 2 * pad))
+        cols = (left[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+        x = x.gather(3, cols.expand(b, c, h, w))
+    return x

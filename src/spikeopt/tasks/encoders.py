@@ -1,0 +1,86 @@
+"""Encoders: a batch of static samples (B, ...) -> an input train (B, T, ...).
+
+``repeat`` returns an ``expand``-ed view whose time axis has stride 0; layers see that and
+compute their input current once instead of T times (see ``spikeopt.nn.layers.is_static``).
+``rate`` samples Bernoulli spikes from an explicit ``torch.Generator``, so a run (and every
+member of an ES population, which shares one draw) is reproducible from its seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from spikeopt.config import ConfigError, EncoderConfig, choose
+
+
+def repeat(x: Tensor, steps: int) -> Tensor:
+    """The float input at every step (direct encoding), as a stride-0 view (B, T, ...)."""
+    return x.unsqueeze(1).expand(x.shape[0], steps, *x.shape[1:])
+
+
+def rate(
+    x: Tensor, steps: int, gain: float = 1.0, generator: torch.Generator | None = None
+) -> Tensor:
+    """Bernoulli (Poisson-like) spikes with probability ``clip(gain * x, 0, 1)`` per step."""
+    p = (gain * x).clamp(0, 1)
+    u = torch.rand((x.shape[0], steps, *x.shape[1:]), generator=generator, device=x.device)
+    return (u < p.unsqueeze(1)).to(x.dtype)
+
+
+def deterministic_rate(x: Tensor, steps: int, gain: float = 1.0) -> Tensor:
+    """Regular spike trains of rate ``clip(gain * x, 0, 1)``: a spike when floor(t p) steps up."""
+    p = (gain * x).clamp(0, 1).unsqueeze(1)
+    t = torch.arange(1, steps + 1, device=x.device, dtype=x.dtype).view(
+        1, steps, *[1] * (x.dim() - 1)
+    )
+    return (torch.floor(t * p + 1e-6) - torch.floor((t - 1) * p + 1e-6)).clamp(0, 1)
+
+
+def latency(x: Tensor, steps: int, gain: float = 1.0, threshold: float = 0.01) -> Tensor:
+    """One spike per input at step ``round((1 - clip(gain x)) (T - 1))``: bright inputs fire first."""
+    v = (gain * x).clamp(0, 1)
+    when = torch.round((1 - v) * (steps - 1)).long()
+    out = torch.zeros((x.shape[0], steps, *x.shape[1:]), dtype=x.dtype, device=x.device)
+    out.scatter_(1, when.unsqueeze(1), 1.0)
+    return out * (v > threshold).unsqueeze(1).to(x.dtype)
+
+
+def sequence(x: Tensor, steps: int = 0) -> Tensor:
+    """Samples that already are time series (B, L) or (B, L, C) -> (B, L, C); ``steps`` unused."""
+    return x.unsqueeze(-1) if x.dim() == 2 else x
+
+
+ENCODERS: tuple[str, ...] = ("repeat", "rate", "deterministic", "latency", "sequence")
+
+Encoder = Callable[[Tensor, "torch.Generator | None"], Tensor]
+
+
+def make_encoder(cfg: EncoderConfig) -> Encoder:
+    """``encode(x, generator) -> (B, T, ...)`` for the configured kind."""
+    kind = choose("encoder.kind", cfg.kind, ENCODERS)
+    if cfg.steps < 1 and kind != "sequence":
+        raise ConfigError(f"encoder.steps must be >= 1, got {cfg.steps}")
+    steps, gain = cfg.steps, cfg.gain
+
+    def encode(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        if kind == "repeat":
+            return repeat(gain * x if gain != 1.0 else x, steps)
+        if kind == "rate":
+            return rate(x, steps, gain, generator)
+        if kind == "deterministic":
+            return deterministic_rate(x, steps, gain)
+        if kind == "latency":
+            return latency(x, steps, gain)
+        return sequence(x)
+
+    return encode
+
+
+def step_shape(kind: str, sample_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """Per-step input shape the model sees for samples of ``sample_shape``."""
+    if kind == "sequence":
+        return (1,) if len(sample_shape) == 1 else tuple(sample_shape[1:])
+    return tuple(sample_shape)

@@ -1,0 +1,129 @@
+"""Run outputs, every one written atomically: a reader never sees half a file.
+
+``config.yaml``, ``metrics.csv``, ``summary.json``, ``curves.png``, ``checkpoint.pt`` and
+TensorBoard events under ``tb/``. Each file is written to a temporary name in the same
+directory and renamed over the old one (``os.replace`` is atomic on POSIX and Windows).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+
+@contextmanager
+def atomic_open(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
+    """Open a temp file beside ``path``; on success it replaces ``path``, on error it is removed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    """Atomically write ``text`` to ``path``."""
+    with atomic_open(path) as fh:
+        fh.write(text)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Atomically write ``data`` as indented JSON (NaN/inf become null)."""
+    write_text(path, json.dumps(_finite(data), indent=2, sort_keys=False) + "\n")
+
+
+def _finite(x: Any) -> Any:
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_finite(v) for v in x]
+    return x
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Atomically write ``rows`` as CSV; the header is the union of keys in first-seen order."""
+    header: list[str] = []
+    for row in rows:
+        header += [k for k in row if k not in header]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=header)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(path, buf.getvalue())
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Atomically ``torch.save`` a payload of tensors and plain values (weights_only-loadable)."""
+    with atomic_open(path, "wb") as fh:
+        torch.save(payload, fh)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` (no arbitrary code runs)."""
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}: is this the --out folder of a run?")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def plot_curves(path: Path, rows: list[dict[str, Any]], title: str) -> None:
+    """Loss and accuracy per epoch as a PNG (matplotlib, no display needed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    epochs = [r["epoch"] for r in rows]
+    for ax, kind in zip(axes, ("loss", "acc")):
+        for split in ("train", "test"):
+            key = f"{split}_{kind}"
+            ys = [r.get(key, float("nan")) for r in rows]
+            if any(isinstance(v, float) and math.isfinite(v) for v in ys):
+                ax.plot(epochs, ys, marker="o", ms=3, label=key)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(kind)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    with atomic_open(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=100)
+    plt.close(fig)
+
+
+class TensorBoard:
+    """Scalars to TensorBoard event files under ``out/tb`` (lazy import: it is slow)."""
+
+    def __init__(self, logdir: Path, purge_step: int | None = None) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(str(logdir), purge_step=purge_step)
+
+    def log(self, row: dict[str, Any], step: int) -> None:
+        """Every finite numeric value of ``row`` as a scalar at ``step``."""
+        for key, value in row.items():
+            if isinstance(value, (int, float)) and math.isfinite(value) and key != "epoch":
+                self.writer.add_scalar(key.replace("_", "/", 1), value, step)
+        self.writer.flush()
+
+    def close(self) -> None:
+        """Flush and close the event file."""
+        self.writer.close()
