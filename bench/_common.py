@@ -1,8 +1,9 @@
 """Shared helpers for the benchmarks: timing, memory, environment, table and JSON output.
 
-Timing: ``measure(fn, warmup, repeats, steps)`` calls ``fn`` ``warmup`` times, then times
-``repeats`` windows of ``steps`` calls each and reports the median rate (calls/s) over the
-windows, so one slow window (a page fault storm, another process) does not move the result.
+Timing: a :func:`window` times ``steps`` calls of a function; a :class:`Rate` is the median
+over several windows, so one slow window (a page-fault storm, another process) does not move
+the result. The benchmark interleaves the windows of its variants (A B C, A B C, ...) so a
+burst of load from elsewhere hits every variant alike instead of one.
 
 Memory: peak resident set size per measured block, read from ``/proc/self/status``
 (``VmHWM``) after resetting the high-water mark through ``/proc/self/clear_refs`` (Linux).
@@ -13,6 +14,9 @@ variant). ``tracemalloc`` is no help here: it sees Python objects, not torch's a
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import gc
 import importlib.metadata
 import json
 import os
@@ -34,8 +38,12 @@ import torch
 class Rate:
     """Calls per second of one timed function: median and every window."""
 
-    median: float
     windows: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        """Median calls/s over the windows."""
+        return statistics.median(self.windows) if self.windows else float("nan")
 
     @property
     def spread(self) -> float:
@@ -45,17 +53,17 @@ class Rate:
         return (max(self.windows) - min(self.windows)) / self.median
 
 
-def measure(fn: Callable[[], object], warmup: int, repeats: int, steps: int) -> Rate:
-    """Median calls/s of ``fn`` over ``repeats`` windows of ``steps`` calls, after warmup."""
-    for _ in range(warmup):
+def window(fn: Callable[[], object], steps: int) -> tuple[float, float]:
+    """Run ``fn`` ``steps`` times; return (calls/s, share of the threads' CPU time it got).
+
+    The CPU share is process CPU seconds / (wall seconds x torch threads): well below 1 means
+    other processes took the cores during the window, so its rate is not trustworthy.
+    """
+    w0, c0 = time.perf_counter(), time.process_time()
+    for _ in range(steps):
         fn()
-    windows = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            fn()
-        windows.append(steps / (time.perf_counter() - t0))
-    return Rate(statistics.median(windows), windows)
+    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
+    return steps / wall, cpu / (wall * torch.get_num_threads())
 
 
 def timed(fn: Callable[[], object]) -> tuple[object, float]:
@@ -123,9 +131,25 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def load_average() -> float:
+    """One-minute load average (0 where unknown): above ~0.5 before a run, others are busy."""
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return 0.0
+
+
+def release_memory() -> None:
+    """Collect garbage and hand freed heap back to the OS, so RSS deltas start clean."""
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # glibc only
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 def environment(packages: Sequence[str]) -> dict[str, Any]:
     """Machine, thread count and package versions, for the JSON record and the table header."""
     return {
+        "load_average_1min_at_start": load_average(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": cpu_model(),

@@ -26,10 +26,13 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import math
+import os
+import shutil
 import sys
+import tempfile
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +41,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
+from _common import (
+    Rate,
     environment,
+    load_average,
     markdown_table,
-    measure,
     peak_rss_mib,
+    release_memory,
     reset_peak_rss,
     rss_mib,
     timed,
+    window,
     write_json,
 )
 
@@ -292,8 +298,15 @@ class SpikeoptNet(BenchNet):
         cfg = Config()
         for key, value in {"arch": "mlp", "hidden": [N_HID], "readout": "lif"}.items():
             _set(cfg.model, key, value)
-        neuron = {"tau_m": TAU_M, "dt": DT, "v_threshold": THRESHOLD, "reset": "subtract",
-                  "surrogate": "fast_sigmoid", "alpha": SLOPE, "detach_reset": detach_reset}  # fmt: skip
+        neuron = {
+            "tau_m": TAU_M,
+            "dt": DT,
+            "v_threshold": THRESHOLD,
+            "reset": "subtract",
+            "surrogate": "fast_sigmoid",
+            "alpha": SLOPE,
+            "detach_reset": detach_reset,
+        }
         for key, value in neuron.items():
             _set(cfg.neuron, key, value)
         model = build_model(cfg, input_shape=(N_IN,), n_classes=N_OUT)
@@ -374,14 +387,14 @@ BASELINES = ("spikingjelly", "plain-torch")
 # --- measurement --------------------------------------------------------------------------
 
 
-def _time_major_last(s: Tensor, time_dim: int) -> Tensor:
+def _batch_first(s: Tensor, time_dim: int) -> Tensor:
     """Spikes in (B, T, N) layout."""
     return s.transpose(0, 1) if time_dim == 0 else s
 
 
 def check(net: BenchNet, out: tuple[Tensor, Tensor], ref: tuple[Tensor, Tensor]) -> dict:
     """Firing rates and agreement with plain-torch's spikes on the same initial weights."""
-    s1, s2 = (_time_major_last(s, net.time_dim) for s in out)
+    s1, s2 = (_batch_first(s, net.time_dim) for s in out)
     r1, r2 = ref
     counts, ref_counts = s2.sum(1), r2.sum(1)
     return {
@@ -393,9 +406,23 @@ def check(net: BenchNet, out: tuple[Tensor, Tensor], ref: tuple[Tensor, Tensor])
     }
 
 
-def run_variant(v: Variant, w: Weights, data: tuple[Tensor, Tensor], ref, args) -> dict:
-    """Build, check, then time inference and training of one variant."""
+@dataclass
+class Running:
+    """A built variant: its two timed closures and what has been measured so far."""
+
+    variant: Variant
+    infer: Callable[[], object]
+    train: Callable[[], object]
+    result: dict[str, Any]
+    train_rate: Rate = field(default_factory=Rate)
+    infer_rate: Rate = field(default_factory=Rate)
+    cpu_share: list[float] = field(default_factory=list)
+
+
+def prepare(v: Variant, w: Weights, data: tuple[Tensor, Tensor], ref, args) -> Running:
+    """Build a variant, check its spikes, time its first calls, warm it up; note peak memory."""
     x, y = data
+    release_memory()
     reset_peak_rss()
     rss0 = rss_mib()
     net = v.build(w, args.reset_grad == "detached")
@@ -414,28 +441,52 @@ def run_variant(v: Variant, w: Weights, data: tuple[Tensor, Tensor], ref, args) 
         loss.backward()
         opt.step()
         net.after_step()
-        return loss
+        return loss.detach()
 
-    out, infer_first = timed(infer)  # on the initial weights: the correctness check
-    result = {"check": check(net, out, ref)}
+    out, first_infer = timed(infer)  # on the initial weights: the correctness check
+    result: dict[str, Any] = {"status": "ok", "check": check(net, out, ref)}
     del out
-    infer_rate = measure(infer, args.warmup, args.repeats, args.infer_steps)
-    loss0, train_first = timed(train)
-    train_rate = measure(train, args.warmup, args.repeats, args.steps)
+    for _ in range(args.warmup):
+        infer()
+    loss0, first_train = timed(train)  # a cold torch.compile of the training graph, if any
+    for _ in range(args.warmup):
+        train()
     result.update(
-        status="ok",
-        train_steps_per_s=train_rate.median,
-        train_windows=train_rate.windows,
-        infer_batches_per_s=infer_rate.median,
-        infer_windows=infer_rate.windows,
-        first_infer_s=infer_first,
-        first_train_s=train_first,
+        first_infer_s=first_infer,
+        first_train_s=first_train,
         first_loss=float(loss0),  # type: ignore[arg-type]
         peak_rss_mib=peak_rss_mib(),
         delta_rss_mib=peak_rss_mib() - rss0,
         n_params=sum(p.numel() for p in net.parameters()),
     )
-    return result
+    return Running(v, infer, train, result)
+
+
+def measure_interleaved(running: list[Running], args) -> None:
+    """Time ``repeats`` rounds; each round runs one train and one infer window per variant."""
+    for _ in range(args.repeats):
+        for r in running:
+            if r.result["status"] != "ok":
+                continue
+            try:
+                rate, share = window(r.train, args.steps)
+                r.train_rate.windows.append(rate)
+                r.cpu_share.append(share)
+                rate, share = window(r.infer, args.infer_steps)
+                r.infer_rate.windows.append(rate)
+                r.cpu_share.append(share)
+            except Exception as e:  # keep the other variants going
+                traceback.print_exc()
+                r.result.update(status="FAILED", reason=f"{type(e).__name__}: {e}")
+    for r in running:
+        if r.result["status"] == "ok":
+            r.result.update(
+                train_steps_per_s=r.train_rate.median,
+                train_windows=r.train_rate.windows,
+                infer_batches_per_s=r.infer_rate.median,
+                infer_windows=r.infer_rate.windows,
+                cpu_share=min(r.cpu_share),
+            )
 
 
 def verdict(c: dict) -> str:
@@ -453,28 +504,47 @@ def table(results: dict[str, dict]) -> str:
     """The markdown table: rates, ratios against SpikingJelly and plain-torch, checks."""
     ok = {n: r for n, r in results.items() if r["status"] == "ok"}
     base = {b: ok.get(b) for b in BASELINES}
-    header = ["variant", "train step/s", "vs SJ", "vs plain", "infer batch/s", "vs SJ",
-              "vs plain", "1st call s (infer / train)", "peak ΔRSS MiB", "hidden rate",
-              "out rate", "out counts = plain", "check"]  # fmt: skip
+    header = [
+        "variant",
+        "train step/s",
+        "vs SJ",
+        "vs plain",
+        "infer batch/s",
+        "vs SJ",
+        "vs plain",
+        "1st call s (infer / train)",
+        "peak ΔRSS MiB",
+        "CPU share",
+        "hidden rate",
+        "out rate",
+        "out counts = plain",
+        "check",
+    ]
     rows = []
     for name, r in results.items():
         if r["status"] != "ok":
-            rows.append([name] + ["—"] * 11 + [r["status"]])
+            rows.append([name] + ["—"] * (len(header) - 2) + [r["status"]])
             continue
         c = r["check"]
         tr, inf = r["train_steps_per_s"], r["infer_batches_per_s"]
-        rows.append([
-            name, tr,
-            ratio(tr, base["spikingjelly"] and base["spikingjelly"]["train_steps_per_s"]),
-            ratio(tr, base["plain-torch"] and base["plain-torch"]["train_steps_per_s"]),
-            inf,
-            ratio(inf, base["spikingjelly"] and base["spikingjelly"]["infer_batches_per_s"]),
-            ratio(inf, base["plain-torch"] and base["plain-torch"]["infer_batches_per_s"]),
-            f"{r['first_infer_s']:.2f} / {r['first_train_s']:.2f}",
-            f"{r['delta_rss_mib']:.0f}",
-            f"{c['hidden_rate']:.4f}", f"{c['out_rate']:.4f}",
-            f"{100 * c['out_counts_equal']:.1f}%", verdict(c),
-        ])  # fmt: skip
+        rows.append(
+            [
+                name,
+                tr,
+                ratio(tr, base["spikingjelly"] and base["spikingjelly"]["train_steps_per_s"]),
+                ratio(tr, base["plain-torch"] and base["plain-torch"]["train_steps_per_s"]),
+                inf,
+                ratio(inf, base["spikingjelly"] and base["spikingjelly"]["infer_batches_per_s"]),
+                ratio(inf, base["plain-torch"] and base["plain-torch"]["infer_batches_per_s"]),
+                f"{r['first_infer_s']:.2f} / {r['first_train_s']:.2f}",
+                f"{r['delta_rss_mib']:.0f}",
+                f"{r['cpu_share']:.2f}",
+                f"{c['hidden_rate']:.4f}",
+                f"{c['out_rate']:.4f}",
+                f"{100 * c['out_counts_equal']:.1f}%",
+                verdict(c),
+            ]
+        )
     return markdown_table(header, rows)
 
 
@@ -482,13 +552,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repeats", type=int, default=5, help="timed windows per measurement")
     ap.add_argument("--steps", type=int, default=6, help="training steps per window")
-    ap.add_argument("--infer-steps", type=int, default=None,
-                    help="inference batches per window (default: 2 x --steps)")  # fmt: skip
+    ap.add_argument(
+        "--infer-steps",
+        type=int,
+        default=None,
+        help="inference batches per window (default: 2 x --steps)",
+    )
     ap.add_argument("--warmup", type=int, default=2, help="untimed calls before each measurement")
     ap.add_argument("--only", default=None, help=f"comma-separated subset of: {','.join(NAMES)}")
-    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
-    ap.add_argument("--reset-grad", choices=("detached", "attached"), default="detached",
-                    help="gradient through the reset term (spikeopt's default is detached)")  # fmt: skip
+    ap.add_argument(
+        "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)"
+    )
+    ap.add_argument(
+        "--reset-grad",
+        choices=("detached", "attached"),
+        default="detached",
+        help="gradient through the reset term (spikeopt's default is detached)",
+    )
+    ap.add_argument(
+        "--warm-compile-cache",
+        action="store_true",
+        help="reuse torch.compile's on-disk cache (default: a fresh one, so the "
+        "first compiled call is a true cold compile)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", default=None, help="write the results to this JSON file")
     args = ap.parse_args(argv)
@@ -505,6 +591,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    fresh_cache = None
+    if not args.warm_compile_cache and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        fresh_cache = tempfile.mkdtemp(prefix="bench-inductor-")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = fresh_cache  # read at the first compile
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -515,30 +605,50 @@ def main(argv: list[str] | None = None) -> int:
         ref = PlainNet(weights, detach_reset=True)(x)
 
     env = environment(PACKAGES)
-    print(f"# throughput: {N_IN}-{N_HID}-{N_OUT} LIF, T={STEPS_T}, batch {BATCH}, "
-          f"beta={BETA:.4f}, Adam lr {LR}, reset grad {args.reset_grad}")  # fmt: skip
-    print(f"torch {env['versions']['torch']}, {env['torch_threads']} threads, {env['cpu']}; "
-          f"windows: {args.repeats} x ({args.steps} train | {args.infer_steps} infer) "
-          f"after {args.warmup} warmup\n", flush=True)  # fmt: skip
+    print(
+        f"# throughput: {N_IN}-{N_HID}-{N_OUT} LIF, T={STEPS_T}, batch {BATCH}, "
+        f"beta={BETA:.4f}, Adam lr {LR}, reset grad {args.reset_grad}"
+    )
+    print(
+        f"torch {env['versions']['torch']}, {env['torch_threads']} threads, {env['cpu']}; "
+        f"windows: {args.repeats} x ({args.steps} train | {args.infer_steps} infer) "
+        f"after {args.warmup} warmup; load average {env['load_average_1min_at_start']:.2f}",
+        flush=True,
+    )
+    if env["load_average_1min_at_start"] > 0.5:
+        print(
+            "WARNING: other processes are using the CPU; rates and ratios are noisy "
+            "(see the CPU share column).",
+            flush=True,
+        )
+    print()
 
     results: dict[str, dict] = {}
+    running: list[Running] = []
     for v in VARIANTS:
         if args.only and v.name not in args.only:
             continue
-        print(f"running {v.name} ...", file=sys.stderr, flush=True)
+        print(f"preparing {v.name} ...", file=sys.stderr, flush=True)
         try:
-            results[v.name] = run_variant(v, weights, (x, y), ref, args)
+            running.append(prepare(v, weights, (x, y), ref, args))
+            results[v.name] = running[-1].result
         except ImportError as e:  # a peer or spikeopt not importable: skip, say why
             results[v.name] = {"status": "skipped", "reason": f"{type(e).__name__}: {e}"}
         except Exception as e:  # a broken variant must not hide the others
             traceback.print_exc()
             results[v.name] = {"status": "FAILED", "reason": f"{type(e).__name__}: {e}"}
-        r = results[v.name]
-        if r["status"] == "ok":
-            print(f"  {r['train_steps_per_s']:.2f} train step/s, "
-                  f"{r['infer_batches_per_s']:.2f} infer batch/s", file=sys.stderr, flush=True)  # fmt: skip
-        else:
+        if results[v.name]["status"] != "ok":
+            r = results[v.name]
             print(f"  {r['status']}: {r['reason']}", file=sys.stderr, flush=True)
+    print(
+        f"timing {len(running)} variants, {args.repeats} interleaved rounds ...",
+        file=sys.stderr,
+        flush=True,
+    )
+    measure_interleaved(running, args)
+    env["load_average_1min_at_end"] = load_average()
+    if fresh_cache:
+        shutil.rmtree(fresh_cache, ignore_errors=True)
 
     print(table(results))
     print("\nNotes (differences from the target dynamics that could not be removed):")
@@ -547,17 +657,44 @@ def main(argv: list[str] | None = None) -> int:
             r = results[v.name]
             extra = "" if r["status"] == "ok" else f" [{r['status']}: {r['reason']}]"
             print(f"- {v.name}: {v.note}{extra}")
-    print("- check: spikes of each variant on the shared initial weights vs plain-torch; "
-          "'ok' = >=99% of hidden spikes and >=90% of output counts identical.")  # fmt: skip
+    print(
+        "- check: spikes of each variant on the shared initial weights vs plain-torch; "
+        "'ok' = >=99% of hidden spikes and >=90% of output counts identical."
+    )
+    print(
+        "- 1st call: the first inference / training call, untimed elsewhere (a cold "
+        "torch.compile for the compiled variant). CPU share: the lowest, over the timed "
+        "windows, of process CPU time / (wall time x threads); well below 1 means other "
+        "processes took the cores."
+    )
 
     if args.json:
         config = {k: v for k, v in vars(args).items() if k != "json"}
-        setup = {"n_in": N_IN, "n_hidden": N_HID, "n_out": N_OUT, "T": STEPS_T,
-                 "batch": BATCH, "tau_m": TAU_M, "dt": DT, "beta": BETA, "tau_sj": TAU_SJ,
-                 "threshold": THRESHOLD, "surrogate_slope": SLOPE, "lr": LR}  # fmt: skip
+        setup = {
+            "n_in": N_IN,
+            "n_hidden": N_HID,
+            "n_out": N_OUT,
+            "T": STEPS_T,
+            "batch": BATCH,
+            "tau_m": TAU_M,
+            "dt": DT,
+            "beta": BETA,
+            "tau_sj": TAU_SJ,
+            "threshold": THRESHOLD,
+            "surrogate_slope": SLOPE,
+            "lr": LR,
+        }
         notes = {v.name: v.note for v in VARIANTS}
-        write_json(args.json, {"environment": env, "args": config, "setup": setup,
-                               "results": results, "notes": notes})  # fmt: skip
+        write_json(
+            args.json,
+            {
+                "environment": env,
+                "args": config,
+                "setup": setup,
+                "results": results,
+                "notes": notes,
+            },
+        )
         print(f"\nwrote {args.json}", file=sys.stderr)
     return 0 if all(r["status"] != "FAILED" for r in results.values()) else 1
 

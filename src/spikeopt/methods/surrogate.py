@@ -42,7 +42,7 @@ class Surrogate:
         loss.backward()
         grad_norm = apply_update(state, self.cfg.optim)
         acc = (scores.argmax(-1) == y).float().mean()
-        return state, {"loss": float(loss), "acc": float(acc), "grad_norm": grad_norm}
+        return state, {"loss": float(loss.detach()), "acc": float(acc), "grad_norm": grad_norm}
 
     def state_dict(self, state: TrainState) -> dict[str, Any]:
         """Model, optimizer and step counter."""

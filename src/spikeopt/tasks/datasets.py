@@ -62,11 +62,11 @@ class Dataset:
 
 def load_dataset(cfg: DataConfig) -> Dataset:
     """Load ``cfg.name`` as float32 tensors, subset and normalised as ``cfg`` asks."""
-    arrays, subset_done = _read(cfg)
-    if not subset_done:
-        picks = {s: subset_indices(arrays[f"y_{s}"], _n(cfg, s), cfg.subset_seed, s)
-                 for s in sources.SPLITS}  # fmt: skip
-        arrays = _take(arrays, picks)
+    arrays = _read(cfg)
+    # when the reader already decoded only the subset, this picks all of it: the identity
+    picks = {s: subset_indices(arrays[f"y_{s}"], _n(cfg, s), cfg.subset_seed, s)
+             for s in sources.SPLITS}  # fmt: skip
+    arrays = _take(arrays, picks)
     x_train, x_test = _to_float(arrays["x_train"]), _to_float(arrays["x_test"])
     if cfg.normalize:
         x_train, x_test = standardize(x_train, x_test)
@@ -84,8 +84,8 @@ def load_dataset(cfg: DataConfig) -> Dataset:
 # ---------------------------------------------------------------- locating and reading
 
 
-def _read(cfg: DataConfig) -> tuple[Arrays, bool]:
-    """Decoded arrays for ``cfg`` and whether the reader already applied the subsets."""
+def _read(cfg: DataConfig) -> Arrays:
+    """Decoded arrays for ``cfg``, from the cache when the source files are unchanged."""
     if cfg.name not in DATASETS:
         raise DataError(f"unknown dataset data.name={cfg.name!r}; valid: {', '.join(DATASETS)}")
     if cfg.name in ("digits", "mnist1d"):
@@ -93,27 +93,27 @@ def _read(cfg: DataConfig) -> tuple[Arrays, bool]:
         package = "scikit-learn" if cfg.name == "digits" else "mnist1d"
         reader = sources.read_digits if cfg.name == "digits" else sources.read_mnist1d
         path = cache_path(cfg, [cfg.name, "generated", package, version(package)], [])
-        return _cached(path, reader), False
+        return _cached(path, reader)
     if cfg.name in ("mnist", "fashion"):
         files = sources.idx_files(_root(cfg, IDX_HINT))
         path = cache_path(cfg, [cfg.name, "idx"], list(files.values()))
-        return _cached(path, lambda: sources.read_idx(files)), False
+        return _cached(path, lambda: sources.read_idx(files))
 
     source = cfg.source
     if source not in CIFAR_SOURCES:
         raise DataError(f"unknown data.source={source!r}; valid: {', '.join(CIFAR_SOURCES)}")
     if source == "hf":
-        return _cached(cache_path(cfg, ["cifar10", "hf"], []), sources.read_hf_cifar10), False
+        return _cached(cache_path(cfg, ["cifar10", "hf"], []), sources.read_hf_cifar10)
     root = _root(cfg, CIFAR_HINT)
     if source == "auto":
         source = sources.detect_cifar_source(root)
     if source == "pickle":
         path = cache_path(cfg, ["cifar10", "pickle"], sources.pickle_inputs(root))
-        return _cached(path, lambda: sources.read_cifar_pickle(root)), False
+        return _cached(path, lambda: sources.read_cifar_pickle(root))
     inputs = sources.image_inputs(root)
     full = cache_path(cfg, ["cifar10", "folder"], inputs)
     if not (cfg.n_train or cfg.n_test) or full.is_file():
-        return _cached(full, lambda: sources.read_image_folder(root)), False
+        return _cached(full, lambda: sources.read_image_folder(root))
     # A subset of an image archive: decode only the picked images (60k JPEGs take ~15 s)
     subset = ["cifar10", "folder", "subset", cfg.n_train, cfg.n_test, cfg.subset_seed]
 
@@ -121,7 +121,7 @@ def _read(cfg: DataConfig) -> tuple[Arrays, bool]:
         return subset_indices(y, _n(cfg, split), cfg.subset_seed, split)
 
     path = cache_path(cfg, subset, inputs)
-    return _cached(path, lambda: sources.read_image_folder(root, pick)), True
+    return _cached(path, lambda: sources.read_image_folder(root, pick))
 
 
 def _root(cfg: DataConfig, hint: str) -> Path:
@@ -192,6 +192,7 @@ def _write_atomic(path: Path, arrays: Arrays) -> None:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **cast(dict[str, Any], arrays))  # cast: numpy stubs mistype **kw
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a shared cache dir needs read access
         os.replace(tmp, path)
     except OSError as err:  # a read-only cache costs speed, not correctness
         warnings.warn(f"could not write the dataset cache {path}: {err}", stacklevel=3)

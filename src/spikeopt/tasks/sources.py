@@ -389,6 +389,11 @@ def read_hf_cifar10() -> Arrays:
             )
     import datasets  # slow to import, hence only here
 
+    if _offline() and not datasets.config.HF_HUB_OFFLINE:  # it reads the flags at import only
+        raise DataError(
+            "HF_DATASETS_OFFLINE/HF_HUB_OFFLINE was set after `datasets` was imported, so it "
+            f"would go online; set it before starting Python, or {OFFLINE_HINT}"
+        )
     try:
         ds = datasets.load_dataset("cifar10")
     except Exception as err:  # offline miss, hub error, bad cache: all mean "not available"

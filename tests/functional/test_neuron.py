@@ -1,0 +1,109 @@
+"""LIF / LI dynamics: golden trajectories, and the fused BPTT against the autograd step loop."""
+
+import math
+
+import pytest
+import torch
+
+from spikeopt.functional.neuron import (
+    LIFParams,
+    beta_from_tau,
+    li_sequence,
+    li_step,
+    lif_init,
+    lif_sequence,
+    lif_step,
+)
+from spikeopt.functional.surrogate import get_surrogate
+
+FN = get_surrogate("fast_sigmoid")
+
+
+def test_golden_trajectory_subtract_reset():
+    # beta 0.5, constant input 0.6: u = 0.6, 0.9, 1.05 -> spike, v = 0.05, u = 0.625, ...
+    p = LIFParams(beta=0.5, v_threshold=1.0, reset="subtract")
+    s, v = lif_sequence(torch.tensor([[0.6]]), p, FN, steps=5)
+    assert s.flatten().tolist() == [0.0, 0.0, 1.0, 0.0, 0.0]
+    torch.testing.assert_close(v.flatten(), torch.tensor([0.6, 0.9, 0.05, 0.625, 0.9125]))
+
+
+def test_golden_trajectory_zero_reset_with_rest_and_reset_values():
+    # v_rest 0.2: u = 0.2 + 0.5 (v - 0.2) + x; reset to v_reset = -0.1
+    p = LIFParams(beta=0.5, v_threshold=1.0, v_reset=-0.1, v_rest=0.2, reset="zero")
+    x = torch.tensor([[[0.9], [0.5], [0.0], [1.2]]])
+    s, v = lif_sequence(x, p, FN)
+    assert s.flatten().tolist() == [1.0, 0.0, 0.0, 1.0]
+    # u0 = 0.2 + 0 + 0.9 = 1.1 -> spike, v = -0.1; u1 = 0.2 + 0.5*(-0.3) + 0.5 = 0.55;
+    # u2 = 0.2 + 0.5*0.35 = 0.375; u3 = 0.2 + 0.5*0.175 + 1.2 = 1.4875 -> spike, v = -0.1
+    torch.testing.assert_close(v.flatten(), torch.tensor([-0.1, 0.55, 0.375, -0.1]))
+
+
+def test_golden_li_trajectory_matches_closed_form():
+    p = LIFParams(beta=0.9)
+    v = li_sequence(torch.ones(1, 1), p, steps=4).flatten()
+    expected = torch.tensor([sum(0.9**j for j in range(k)) for k in range(1, 5)])
+    torch.testing.assert_close(v, expected)
+
+
+def test_beta_from_tau():
+    assert beta_from_tau(20.0, 1.0) == pytest.approx(math.exp(-1 / 20))
+    assert beta_from_tau(torch.tensor([10.0]), 2.0).item() == pytest.approx(math.exp(-0.2))
+
+
+def _step_loop(current, p, steps):
+    const = current.dim() == 2
+    state = lif_init(current if const else current[:, 0], p)
+    spikes, mems = [], []
+    for t in range(steps):
+        s, state = lif_step(current if const else current[:, t], state, p, FN)
+        spikes.append(s)
+        mems.append(state.v)
+    return torch.stack(spikes, 1), torch.stack(mems, 1)
+
+
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+@pytest.mark.parametrize("detach", [True, False])
+@pytest.mark.parametrize("const", [True, False])
+def test_fused_bptt_equals_autograd_step_loop(reset, detach, const):
+    torch.manual_seed(0)
+    p = LIFParams(beta=0.85, v_threshold=1.0, v_reset=0.1, v_rest=0.05, reset=reset,
+                  detach_reset=detach)  # fmt: skip
+    steps = 9
+    shape = (5, 7) if const else (5, steps, 7)
+    cur = (torch.randn(shape, dtype=torch.float64) * 0.8 + 0.4).requires_grad_(True)
+    s1, v1 = lif_sequence(cur, p, FN, steps)
+    s2, v2 = _step_loop(cur, p, steps)
+    assert torch.equal(s1, s2)
+    torch.testing.assert_close(v1, v2)
+    w_s, w_v = torch.randn_like(s1), torch.randn_like(v1)
+    (g1,) = torch.autograd.grad((s1 * w_s).sum() + (v1 * w_v).sum(), cur)
+    (g2,) = torch.autograd.grad((s2 * w_s).sum() + (v2 * w_v).sum(), cur)
+    torch.testing.assert_close(g1, g2)
+    assert s1.mean() > 0.05  # the comparison exercised spikes and resets
+
+
+def test_li_sequence_equals_step_loop_and_learnable_beta_has_gradient():
+    torch.manual_seed(1)
+    x = torch.randn(3, 6, 4, dtype=torch.float64)
+    p = LIFParams(beta=0.8, v_rest=0.1)
+    state, out = lif_init(x[:, 0], p), []
+    for t in range(6):
+        v, state = li_step(x[:, t], state, p)
+        out.append(v)
+    torch.testing.assert_close(li_sequence(x, p), torch.stack(out, 1))
+    beta = torch.tensor(0.8, dtype=torch.float64, requires_grad=True)
+    li_sequence(x, p._replace(beta=beta)).sum().backward()
+    assert beta.grad is not None and torch.isfinite(beta.grad)
+
+
+def test_learnable_threshold_uses_autograd_path():
+    theta = torch.full((4,), 1.0, requires_grad=True)
+    p = LIFParams(beta=0.9, v_threshold=theta)
+    s, _ = lif_sequence(torch.full((2, 4), 0.4), p, FN, steps=6)
+    s.sum().backward()
+    assert theta.grad is not None and theta.grad.abs().sum() > 0
+
+
+def test_constant_current_needs_steps():
+    with pytest.raises(ValueError, match="needs `steps`"):
+        lif_sequence(torch.zeros(2, 3), LIFParams(), FN)

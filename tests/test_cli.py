@@ -1,0 +1,92 @@
+"""The `spikeopt` command, run as a real subprocess."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TINY = ["encoder.steps=4", "model.hidden=[32]", "trainer.epochs=1", "data.n_train=200",
+        "data.n_test=100"]  # fmt: skip
+
+
+def spikeopt(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-m", "spikeopt.cli", *args], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=300)  # fmt: skip
+
+
+def test_list_and_filter():
+    r = spikeopt("list")
+    assert r.returncode == 0 and "digits-surrogate" in r.stdout and "cnn-baseline" in r.stdout
+    r = spikeopt("list", "--application", "sequence")
+    assert r.stdout.count("\n") == 2 and "mnist1d-rsnn-surrogate" in r.stdout
+
+
+def test_show_prints_every_key_with_its_doc():
+    r = spikeopt("show", "digits-surrogate", "optim.lr=0.5")
+    assert r.returncode == 0
+    assert 'optim.lr = 0.5    # learning rate' in r.stdout
+    assert "neuron.tau_m = 20.0" in r.stdout
+
+
+def test_run_writes_outputs_and_prints_accuracy(tmp_path):
+    out = tmp_path / "run"
+    r = spikeopt("run", "digits-surrogate", *TINY, "--out", str(out), "--quiet", "--seed", "3")
+    assert r.returncode == 0, r.stderr
+    assert "test accuracy" in r.stdout and str(out) in r.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seed"] == 3 and summary["iterations"] == 4  # 200 samples / batch 64
+
+
+def test_run_with_config_file_and_resume(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("trainer:\n  epochs: 2\nmodel:\n  hidden: [16]\n")
+    out = tmp_path / "run"
+    r = spikeopt("run", "digits-surrogate", "encoder.steps=4", "--config", str(cfg), "--out",
+                 str(out), "--quiet")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "hidden:\n  - 16" in (out / "config.yaml").read_text()
+    # a finished run resumes to the same end without training again
+    r = spikeopt("run", "digits-surrogate", "--resume", str(out), "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "summary.json").read_text())["epochs"] == 2
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["optim.lrr=0.1"], "unknown config key 'optim.lrr'; did you mean optim.lr"),
+     (["optim.lr=fast"], "optim.lr: expected float"),
+     (["trainer.epochs=1.5"], "trainer.epochs: expected int"),
+     (["optim.lr"], "not key=value"),
+     (["--config", "/nonexistent.yaml"], "config file not found"),
+     (["data.name=imagenet"], "imagenet")],
+)  # fmt: skip
+def test_bad_input_exits_2_and_writes_nothing(tmp_path, args, message):
+    out = tmp_path / "run"
+    r = spikeopt("run", "digits-surrogate", *args, "--out", str(out))
+    assert r.returncode == 2
+    assert message in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()
+
+
+def test_unknown_recipe_suggests():
+    r = spikeopt("run", "digits-surogate")
+    assert r.returncode == 2 and "did you mean digits-surrogate" in r.stderr
+
+
+def test_missing_dataset_is_a_clear_fast_error(tmp_path):
+    r = spikeopt("run", "mnist-surrogate", "--out", str(tmp_path / "run"))
+    assert r.returncode == 2 and "data.root" in r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_forward_check(tmp_path):
+    r = spikeopt("run", "snn-forward", "model.arch=conv", "model.channels=[4]", "--out",
+                 str(tmp_path / "fwd"))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((tmp_path / "fwd" / "summary.json").read_text())
+    assert summary["ok"] and summary["loss_finite"]
+    assert summary["layers"][0]["shape"] == [128, 16, 4 * 8 * 8]
