@@ -8,14 +8,25 @@ from pathlib import Path
 
 import pytest
 
-TINY = ["encoder.steps=4", "model.hidden=[32]", "trainer.epochs=1", "data.n_train=200",
-        "data.n_test=100"]  # fmt: skip
+TINY = [
+    "encoder.steps=4",
+    "model.hidden=[32]",
+    "trainer.epochs=1",
+    "data.n_train=200",
+    "data.n_test=100",
+]
 
 
 def spikeopt(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, "-m", "spikeopt.cli", *args], capture_output=True,
-                          text=True, cwd=cwd, env=env, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "spikeopt.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        timeout=300,
+    )
 
 
 def test_list_and_filter():
@@ -28,7 +39,7 @@ def test_list_and_filter():
 def test_show_prints_every_key_with_its_doc():
     r = spikeopt("show", "digits-surrogate", "optim.lr=0.5")
     assert r.returncode == 0
-    assert 'optim.lr = 0.5    # learning rate' in r.stdout
+    assert "optim.lr = 0.5    # learning rate" in r.stdout
     assert "neuron.tau_m = 20.0" in r.stdout
 
 
@@ -45,8 +56,16 @@ def test_run_with_config_file_and_resume(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("trainer:\n  epochs: 2\nmodel:\n  hidden: [16]\n")
     out = tmp_path / "run"
-    r = spikeopt("run", "digits-surrogate", "encoder.steps=4", "--config", str(cfg), "--out",
-                 str(out), "--quiet")  # fmt: skip
+    r = spikeopt(
+        "run",
+        "digits-surrogate",
+        "encoder.steps=4",
+        "--config",
+        str(cfg),
+        "--out",
+        str(out),
+        "--quiet",
+    )
     assert r.returncode == 0, r.stderr
     assert "hidden:\n  - 16" in (out / "config.yaml").read_text()
     # a finished run resumes to the same end without training again
@@ -57,13 +76,15 @@ def test_run_with_config_file_and_resume(tmp_path):
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["optim.lrr=0.1"], "unknown config key 'optim.lrr'; did you mean optim.lr"),
-     (["optim.lr=fast"], "optim.lr: expected float"),
-     (["trainer.epochs=1.5"], "trainer.epochs: expected int"),
-     (["optim.lr"], "not key=value"),
-     (["--config", "/nonexistent.yaml"], "config file not found"),
-     (["data.name=imagenet"], "imagenet")],
-)  # fmt: skip
+    [
+        (["optim.lrr=0.1"], "unknown config key 'optim.lrr'; did you mean optim.lr"),
+        (["optim.lr=fast"], "optim.lr: expected float"),
+        (["trainer.epochs=1.5"], "trainer.epochs: expected int"),
+        (["optim.lr"], "not key=value"),
+        (["--config", "/nonexistent.yaml"], "config file not found"),
+        (["data.name=imagenet"], "imagenet"),
+    ],
+)
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, args, message):
     out = tmp_path / "run"
     r = spikeopt("run", "digits-surrogate", *args, "--out", str(out))
@@ -84,8 +105,14 @@ def test_missing_dataset_is_a_clear_fast_error(tmp_path):
 
 
 def test_forward_check(tmp_path):
-    r = spikeopt("run", "snn-forward", "model.arch=conv", "model.channels=[4]", "--out",
-                 str(tmp_path / "fwd"))  # fmt: skip
+    r = spikeopt(
+        "run",
+        "snn-forward",
+        "model.arch=conv",
+        "model.channels=[4]",
+        "--out",
+        str(tmp_path / "fwd"),
+    )
     assert r.returncode == 0, r.stderr
     summary = json.loads((tmp_path / "fwd" / "summary.json").read_text())
     assert summary["ok"] and summary["loss_finite"]

@@ -22,8 +22,15 @@ def test_every_key_has_a_doc():
 
 
 def test_overrides_parse_as_yaml_and_apply():
-    values = parse_overrides(["optim.lr=0.01", "model.hidden=[64, 32]", "neuron.alpha=null",
-                              "trainer.compile=true", "data.name=mnist1d"])  # fmt: skip
+    values = parse_overrides(
+        [
+            "optim.lr=0.01",
+            "model.hidden=[64, 32]",
+            "neuron.alpha=null",
+            "trainer.compile=true",
+            "data.name=mnist1d",
+        ]
+    )
     cfg = apply(Config(), values)
     assert cfg.optim.lr == 0.01 and cfg.model.hidden == [64, 32] and cfg.neuron.alpha is None
     assert cfg.trainer.compile is True and cfg.data.name == "mnist1d"
@@ -44,10 +51,14 @@ def test_unknown_key_names_it_and_the_nearest_keys():
 
 @pytest.mark.parametrize(
     ("key", "value", "expected"),
-    [("optim.lr", "fast", "expected float"), ("trainer.epochs", 2.5, "expected int"),
-     ("trainer.compile", "yes", "expected bool"), ("model.hidden", ["a"], "expected int"),
-     ("trainer.epochs", True, "expected int")],
-)  # fmt: skip
+    [
+        ("optim.lr", "fast", "expected float"),
+        ("trainer.epochs", 2.5, "expected int"),
+        ("trainer.compile", "yes", "expected bool"),
+        ("model.hidden", ["a"], "expected int"),
+        ("trainer.epochs", True, "expected int"),
+    ],
+)
 def test_wrong_type_names_key_and_type(key, value, expected):
     with pytest.raises(ConfigError, match=rf"{key}: {expected}"):
         apply(Config(), {key: value})

@@ -47,7 +47,9 @@ def run(
     out_dir = Path(out) if out is not None else None
     if resume:
         if out_dir is None or not (out_dir / "config.yaml").exists():
-            raise C.ConfigError(f"--resume {out}: no config.yaml there; give the --out folder of a run")
+            raise C.ConfigError(
+                f"--resume {out}: no config.yaml there; give the --out folder of a run"
+            )
         cfg = C.apply(C.from_dict(C.load_yaml(str(out_dir / "config.yaml"))), overrides or {})
     else:
         cfg = resolve(recipe, overrides, config_file)

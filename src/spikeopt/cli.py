@@ -41,8 +41,10 @@ def _run(args: argparse.Namespace) -> int:
     out = args.resume or args.out or str(api.default_out(args.recipe))
     summary = api.run(args.recipe, overrides, args.config, out, bool(args.resume), args.quiet)
     if "test_acc" in summary:
-        print(f"test accuracy {summary['test_acc']:.4f} (best {summary['best_test_acc']:.4f}) "
-              f"after {summary['iterations']} steps in {summary['wall_s']:.1f} s")  # fmt: skip
+        print(
+            f"test accuracy {summary['test_acc']:.4f} (best {summary['best_test_acc']:.4f}) "
+            f"after {summary['iterations']} steps in {summary['wall_s']:.1f} s"
+        )
     else:
         print(json.dumps(summary, indent=2))
     print(f"outputs: {out}")

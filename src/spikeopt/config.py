@@ -86,7 +86,9 @@ class NeuronConfig:
     learn_threshold: bool = doc(False, "make v_threshold a learnable parameter per neuron")
     surrogate: str = doc("fast_sigmoid", "sigmoid | fast_sigmoid | arctan | boxcar | triangle")
     alpha: float | None = doc(None, "surrogate sharpness (null = the surrogate's default)")
-    alpha_schedule: str = doc("constant", "sharpness schedule: constant | linear | cosine | exp | step")
+    alpha_schedule: str = doc(
+        "constant", "sharpness schedule: constant | linear | cosine | exp | step"
+    )
     alpha_end: float | None = doc(None, "sharpness at the last epoch (null = alpha)")
     alpha_step_every: int = doc(10, "step schedule: epochs between sharpness changes")
 
@@ -241,9 +243,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
-    elif tp is str:
-        if isinstance(value, str):
-            return value
+    elif tp is str and isinstance(value, str):
+        return value
     raise ConfigError(
         f"{key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__}); "
         f"e.g. `{key}={_example(tp)}`"
@@ -324,7 +325,9 @@ def load_yaml(path: str) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of keys, got {type(data).__name__}")
+        raise ConfigError(
+            f"config file {path} must hold a mapping of keys, got {type(data).__name__}"
+        )
     return data
 
 

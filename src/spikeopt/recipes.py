@@ -39,60 +39,120 @@ RECIPES: dict[str, Recipe] = {
     r.name: r
     for r in [
         Recipe(
-            "digits-surrogate", "image classification", "surrogate", "mlp",
+            "digits-surrogate",
+            "image classification",
+            "surrogate",
+            "mlp",
             "LIF MLP on scikit-learn digits with BPTT: the demo default (seconds on a laptop)",
-            {**_DIGITS, "data.normalize": True, "model.hidden": [256], "optim.lr": 2e-3,
-             "sched.name": "cosine", "trainer.epochs": 30, "data.batch_size": 64},
+            {
+                **_DIGITS,
+                "data.normalize": True,
+                "model.hidden": [256],
+                "optim.lr": 2e-3,
+                "sched.name": "cosine",
+                "trainer.epochs": 30,
+                "data.batch_size": 64,
+            },
         ),
         Recipe(
-            "mnist1d-rsnn-surrogate", "sequence classification", "surrogate", "rsnn",
+            "mnist1d-rsnn-surrogate",
+            "sequence classification",
+            "surrogate",
+            "rsnn",
             "recurrent LIF network on MNIST-1D read as a 40-step sequence, BPTT",
-            {"data.name": "mnist1d", "data.normalize": True, "encoder.kind": "sequence",
-             "model.arch": "rsnn", "model.hidden": [256], "model.readout": "li",
-             "loss.name": "ce_mean", "optim.lr": 2e-3, "sched.name": "cosine",
-             "trainer.epochs": 60, "data.batch_size": 64},
+            {
+                "data.name": "mnist1d",
+                "data.normalize": True,
+                "encoder.kind": "sequence",
+                "model.arch": "rsnn",
+                "model.hidden": [256],
+                "model.readout": "li",
+                "loss.name": "ce_mean",
+                "optim.lr": 2e-3,
+                "sched.name": "cosine",
+                "trainer.epochs": 60,
+                "data.batch_size": 64,
+            },
         ),
         Recipe(
-            "mnist-surrogate", "image classification", "surrogate", "mlp",
+            "mnist-surrogate",
+            "image classification",
+            "surrogate",
+            "mlp",
             "LIF MLP on MNIST from IDX files (set data.root), BPTT",
             {**_MNIST, "model.hidden": [256], "trainer.epochs": 10, "sched.name": "cosine"},
         ),
         Recipe(
-            "fashion-surrogate", "image classification", "surrogate", "mlp",
+            "fashion-surrogate",
+            "image classification",
+            "surrogate",
+            "mlp",
             "LIF MLP on Fashion-MNIST from IDX files (set data.root), BPTT",
-            {**_MNIST, "data.name": "fashion", "model.hidden": [256], "trainer.epochs": 10,
-             "sched.name": "cosine"},
+            {
+                **_MNIST,
+                "data.name": "fashion",
+                "model.hidden": [256],
+                "trainer.epochs": 10,
+                "sched.name": "cosine",
+            },
         ),
         Recipe(
-            "cifar10-surrogate", "image classification", "surrogate", "conv",
+            "cifar10-surrogate",
+            "image classification",
+            "surrogate",
+            "conv",
             "conv LIF network on CIFAR-10 (set data.root), repeat encoding, batch norm, BPTT",
-            {**_CIFAR, "encoder.steps": 4, "model.arch": "conv",
-             "model.channels": [64, 128, 256], "model.norm": "batch", "model.hidden": [256],
-             "model.readout": "li", "loss.name": "ce_mean", "data.augment": "flip-crop",
-             "optim.lr": 1e-3, "sched.name": "cosine", "trainer.epochs": 30},
+            {
+                **_CIFAR,
+                "encoder.steps": 4,
+                "model.arch": "conv",
+                "model.channels": [64, 128, 256],
+                "model.norm": "batch",
+                "model.hidden": [256],
+                "model.readout": "li",
+                "loss.name": "ce_mean",
+                "data.augment": "flip-crop",
+                "optim.lr": 1e-3,
+                "sched.name": "cosine",
+                "trainer.epochs": 30,
+            },
         ),
         Recipe(
-            "cnn-baseline", "image classification", "backprop (non-spiking)", "cnn",
+            "cnn-baseline",
+            "image classification",
+            "backprop (non-spiking)",
+            "cnn",
             "non-spiking CNN (or MLP for vectors): checks that data and loop are right",
-            {**_DIGITS, "data.normalize": True, "encoder.steps": 1, "model.arch": "cnn",
-             "model.hidden": [128], "loss.name": "ce_mean", "trainer.epochs": 20},
+            {
+                **_DIGITS,
+                "data.normalize": True,
+                "encoder.steps": 1,
+                "model.arch": "cnn",
+                "model.hidden": [128],
+                "loss.name": "ce_mean",
+                "trainer.epochs": 20,
+            },
         ),
         Recipe(
-            "snn-forward", "check", "none", "any",
+            "snn-forward",
+            "check",
+            "none",
+            "any",
             "one forward pass: prints every layer's (B, T, N) shape and checks the loss is finite",
             {**_DIGITS},
             entry="forward-check",
         ),
     ]
-}  # fmt: skip
+}
 
 
 def list_recipes(**filters: str) -> list[Recipe]:
     """Recipes whose fields contain the given values, e.g. ``list_recipes(method="es")``."""
     return [
-        r for r in RECIPES.values()
+        r
+        for r in RECIPES.values()
         if all(v.lower() in str(getattr(r, k)).lower() for k, v in filters.items())
-    ]  # fmt: skip
+    ]
 
 
 def get_recipe(name: str) -> Recipe:

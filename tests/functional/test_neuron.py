@@ -66,8 +66,9 @@ def _step_loop(current, p, steps):
 @pytest.mark.parametrize("const", [True, False])
 def test_fused_bptt_equals_autograd_step_loop(reset, detach, const):
     torch.manual_seed(0)
-    p = LIFParams(beta=0.85, v_threshold=1.0, v_reset=0.1, v_rest=0.05, reset=reset,
-                  detach_reset=detach)  # fmt: skip
+    p = LIFParams(
+        beta=0.85, v_threshold=1.0, v_reset=0.1, v_rest=0.05, reset=reset, detach_reset=detach
+    )
     steps = 9
     shape = (5, 7) if const else (5, steps, 7)
     cur = (torch.randn(shape, dtype=torch.float64) * 0.8 + 0.4).requires_grad_(True)

@@ -33,7 +33,9 @@ def test_forward_is_heaviside_backward_is_derivative(name):
 def test_smooth_step_goes_from_zero_to_one(name):
     fn = get_surrogate(name)
     ends = fn.smooth(torch.tensor([-1e3, 1e3], dtype=torch.float64))
-    torch.testing.assert_close(ends, torch.tensor([0.0, 1.0], dtype=torch.float64), atol=2e-3, rtol=0)
+    torch.testing.assert_close(
+        ends, torch.tensor([0.0, 1.0], dtype=torch.float64), atol=2e-3, rtol=0
+    )
 
 
 def test_unknown_surrogate_lists_valid_names():

@@ -12,8 +12,9 @@ SHAPES = {"mlp": (1, 8, 8), "conv": (1, 8, 8), "rsnn": (3,), "cnn": (1, 8, 8)}
 
 
 def _model(arch, **kw):
-    cfg = apply(Config(), {"model.arch": arch, "model.hidden": [16], "model.channels": [4, 6],
-                           **kw})  # fmt: skip
+    cfg = apply(
+        Config(), {"model.arch": arch, "model.hidden": [16], "model.channels": [4, 6], **kw}
+    )
     torch.manual_seed(0)
     return build_model(cfg, SHAPES[arch], n_classes=3)
 
@@ -96,9 +97,14 @@ def test_conv_needs_images():
 
 @pytest.mark.parametrize(
     ("key", "value"),
-    [("model.arch", "transformer"), ("model.pool", "median"), ("model.readout", "softmax"),
-     ("model.init", "orthogonal"), ("neuron.reset", "hard")],
-)  # fmt: skip
+    [
+        ("model.arch", "transformer"),
+        ("model.pool", "median"),
+        ("model.readout", "softmax"),
+        ("model.init", "orthogonal"),
+        ("neuron.reset", "hard"),
+    ],
+)
 def test_bad_choices_name_the_key(key, value):
     cfg = apply(Config(), {"model.arch": "conv", key: value})
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):

@@ -11,8 +11,13 @@ from spikeopt.config import Config, ConfigError, NeuronConfig, SchedConfig, appl
 from spikeopt.train.loop import train
 from spikeopt.train.schedules import LR_SCHEDULES, alpha_at, build_lr_scheduler
 
-FAST = {"encoder.steps": 8, "model.hidden": [64], "trainer.epochs": 3, "trainer.progress": False,
-        "data.batch_size": 64}  # fmt: skip
+FAST = {
+    "encoder.steps": 8,
+    "model.hidden": [64],
+    "trainer.epochs": 3,
+    "trainer.progress": False,
+    "data.batch_size": 64,
+}
 
 
 def test_digits_learns_well_above_chance(tmp_path):
@@ -25,15 +30,37 @@ def test_outputs_are_complete_and_loadable(tmp_path):
     out = tmp_path / "run"
     summary = api.run("digits-surrogate", {**FAST, "trainer.epochs": 2}, out=out, quiet=True)
     names = {p.name for p in out.iterdir()}
-    assert {"config.yaml", "metrics.csv", "summary.json", "curves.png", "checkpoint.pt", "tb"} <= names
+    assert {
+        "config.yaml",
+        "metrics.csv",
+        "summary.json",
+        "curves.png",
+        "checkpoint.pt",
+        "tb",
+    } <= names
     assert not [n for n in names if n.startswith(".")]  # no temp files left behind
     saved = json.loads((out / "summary.json").read_text())
-    for key in ("test_acc", "train_acc", "test_loss", "best_test_acc", "wall_s", "iterations",
-                "n_params", "seed"):  # fmt: skip
+    for key in (
+        "test_acc",
+        "train_acc",
+        "test_loss",
+        "best_test_acc",
+        "wall_s",
+        "iterations",
+        "n_params",
+        "seed",
+    ):
         assert saved[key] == pytest.approx(summary[key])
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
-    assert {"lr", "train_loss", "test_acc", "layer0_rate", "layer0_dead_frac", "layer0_mem_var"} <= set(rows[0])
+    assert {
+        "lr",
+        "train_loss",
+        "test_acc",
+        "layer0_rate",
+        "layer0_dead_frac",
+        "layer0_mem_var",
+    } <= set(rows[0])
     ck = torch.load(out / "checkpoint.pt", weights_only=True)
     assert ck["epoch"] == 2 and "model" in ck["method"]
     assert list((out / "tb").iterdir())
@@ -52,14 +79,26 @@ def _crash_after(epoch):
     return cb
 
 
-@pytest.mark.parametrize("extra", [{}, {"encoder.kind": "rate", "data.normalize": False, "sched.name": "step",
-                                        "sched.step_size": 1, "model.dropout": 0.2}])  # fmt: skip
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {},
+        {
+            "encoder.kind": "rate",
+            "data.normalize": False,
+            "sched.name": "step",
+            "sched.step_size": 1,
+            "model.dropout": 0.2,
+        },
+    ],
+)
 def test_resume_continues_exactly(tmp_path, extra):
     over = {**FAST, "trainer.epochs": 4, **extra}
     full = api.run("digits-surrogate", over, out=tmp_path / "full", quiet=True)
     with pytest.raises(Crash):
-        api.run("digits-surrogate", over, out=tmp_path / "cut", quiet=True,
-                callbacks=[_crash_after(2)])  # fmt: skip
+        api.run(
+            "digits-surrogate", over, out=tmp_path / "cut", quiet=True, callbacks=[_crash_after(2)]
+        )
     resumed = api.run("digits-surrogate", out=tmp_path / "cut", resume=True, quiet=True)
     for key in ("test_acc", "train_acc", "test_loss", "best_test_acc", "iterations"):
         assert resumed[key] == full[key], key
@@ -93,23 +132,39 @@ def test_resume_without_a_run_is_a_clear_error(tmp_path):
 
 def test_early_stopping_threshold_and_patience():
     base = {**FAST, "trainer.epochs": 10}
-    s = api.run("digits-surrogate", {**base, "early_stop.mode": "threshold",
-                "early_stop.threshold": 0.2}, quiet=True)  # fmt: skip
+    s = api.run(
+        "digits-surrogate",
+        {**base, "early_stop.mode": "threshold", "early_stop.threshold": 0.2},
+        quiet=True,
+    )
     assert s["stopped_early"] and s["epochs"] == 1
-    s = api.run("digits-surrogate", {**base, "early_stop.mode": "patience",
-                "early_stop.metric": "test_loss", "early_stop.goal": "min",
-                "early_stop.patience": 1, "early_stop.min_delta": 10.0}, quiet=True)  # fmt: skip
+    s = api.run(
+        "digits-surrogate",
+        {
+            **base,
+            "early_stop.mode": "patience",
+            "early_stop.metric": "test_loss",
+            "early_stop.goal": "min",
+            "early_stop.patience": 1,
+            "early_stop.min_delta": 10.0,
+        },
+        quiet=True,
+    )
     assert s["stopped_early"] and s["epochs"] == 2
     with pytest.raises(ConfigError, match="early_stop.metric 'nope'"):
-        api.run("digits-surrogate", {**base, "early_stop.mode": "patience",
-                "early_stop.metric": "nope"}, quiet=True)  # fmt: skip
+        api.run(
+            "digits-surrogate",
+            {**base, "early_stop.mode": "patience", "early_stop.metric": "nope"},
+            quiet=True,
+        )
 
 
 @pytest.mark.parametrize("name", LR_SCHEDULES)
 def test_every_lr_schedule_builds_and_steps(name):
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = build_lr_scheduler(opt, SchedConfig(name=name, step_size=1, milestones=[1],
-                                                gamma=0.5, patience=0), epochs=4)  # fmt: skip
+    sched = build_lr_scheduler(
+        opt, SchedConfig(name=name, step_size=1, milestones=[1], gamma=0.5, patience=0), epochs=4
+    )
     for _ in range(3):
         opt.step()
         if sched is not None:
@@ -134,12 +189,17 @@ def test_alpha_step_schedule():
 
 @pytest.mark.parametrize(
     ("over", "match"),
-    [({"data.augment": "mixup"}, "data.augment"), ({"trainer.device": "tpu"}, "trainer.device"),
-     ({"encoder.kind": "rate", "data.normalize": True}, "data.normalize=false"),
-     ({"encoder.kind": "sequence"}, "encoder.kind=repeat"),
-     ({"optim.name": "lbfgs"}, "optim.name"), ({"optim.lr": -1.0}, "optim.lr"),
-     ({"method.name": "magic"}, "method.name"), ({"sched.name": "linear"}, "sched.name")],
-)  # fmt: skip
+    [
+        ({"data.augment": "mixup"}, "data.augment"),
+        ({"trainer.device": "tpu"}, "trainer.device"),
+        ({"encoder.kind": "rate", "data.normalize": True}, "data.normalize=false"),
+        ({"encoder.kind": "sequence"}, "encoder.kind=repeat"),
+        ({"optim.name": "lbfgs"}, "optim.name"),
+        ({"optim.lr": -1.0}, "optim.lr"),
+        ({"method.name": "magic"}, "method.name"),
+        ({"sched.name": "linear"}, "sched.name"),
+    ],
+)
 def test_bad_settings_fail_before_training(tmp_path, over, match):
     with pytest.raises(ConfigError, match=match):
         train(apply(Config(), {**FAST, **over}), tmp_path / "x", quiet=True)
@@ -148,7 +208,16 @@ def test_bad_settings_fail_before_training(tmp_path, over, match):
 
 def test_optimizers_and_clipping_run():
     for name in ("adam", "adamw", "sgd"):
-        s = api.run("digits-surrogate", {**FAST, "trainer.epochs": 1, "optim.name": name,
-                    "optim.clip_value": 0.5, "optim.clip_norm": 1.0,
-                    "optim.lr": 0.05 if name == "sgd" else 2e-3}, quiet=True)  # fmt: skip
+        s = api.run(
+            "digits-surrogate",
+            {
+                **FAST,
+                "trainer.epochs": 1,
+                "optim.name": name,
+                "optim.clip_value": 0.5,
+                "optim.clip_norm": 1.0,
+                "optim.lr": 0.05 if name == "sgd" else 2e-3,
+            },
+            quiet=True,
+        )
         assert s["test_acc"] > 0.3

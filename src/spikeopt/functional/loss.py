@@ -83,7 +83,7 @@ LOSSES: tuple[str, ...] = tuple(_READOUTS)
 
 @dataclass(frozen=True)
 class Loss:
-    """A configured loss: ``loss(spikes_list, mems_list, y) -> (loss (...,), scores (..., B, C))``."""
+    """A configured loss: ``(spikes_list, mems_list, y) -> (loss (...,), scores (..., B, C))``."""
 
     name: str
     neurons_per_class: int = 1
@@ -114,6 +114,4 @@ class Loss:
 def make_loss(cfg: LossConfig, neurons_per_class: int = 1) -> Loss:
     """Build the configured loss; the error lists the valid names."""
     choose("loss.name", cfg.name, LOSSES)
-    return Loss(
-        cfg.name, neurons_per_class, cfg.rate_reg, cfg.rate_target, cfg.mse_on, cfg.mse_off
-    )
+    return Loss(cfg.name, neurons_per_class, cfg.rate_reg, cfg.rate_target, cfg.mse_on, cfg.mse_off)

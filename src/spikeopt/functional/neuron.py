@@ -85,7 +85,7 @@ def _decay_matrix(beta: float, steps: int, like: Tensor) -> Tensor:
 
 
 def li_sequence(current: Tensor, p: LIFParams, steps: int | None = None) -> Tensor:
-    """Leaky-integrator membranes (B, T, N) for a current (B, T, N), or (B, N) held for ``steps``."""
+    """LI membranes (B, T, N) for a current (B, T, N), or (B, N) held for ``steps``."""
     if current.dim() == 2:  # constant current: closed form of the geometric sum
         assert steps is not None, "a (B, N) current needs steps"
         k = torch.arange(1, steps + 1, device=current.device, dtype=current.dtype)
@@ -120,9 +120,9 @@ class _FusedLIF(torch.autograd.Function):
         u_all = current.new_empty(steps, b, n)  # pre-reset membranes
         v = torch.full((b, n), p.v_rest, dtype=current.dtype, device=current.device)
         fired = torch.empty_like(v)
-        theta = float(p.v_threshold)
+        theta, beta = float(p.v_threshold), float(p.beta)
         for t in range(steps):
-            u = torch.add(drive if const else drive[t], v, alpha=p.beta, out=u_all[t])
+            u = torch.add(drive if const else drive[t], v, alpha=beta, out=u_all[t])
             torch.ge(u, theta, out=fired)
             if p.reset == "subtract":
                 v = torch.sub(u, fired, alpha=theta)
@@ -150,7 +150,7 @@ class _FusedLIF(torch.autograd.Function):
             # g_u[t] = (g_v[t] + g_s[t] sg[t]) + beta g_u[t+1]: a reverse exponential filter,
             # i.e. one (T, T) @ (T, B*N) matmul instead of a loop.
             d = direct + g_v if g_v is not None else direct
-            m = _decay_matrix(p.beta, steps, u_all)  # M[t', t] = beta^(t'-t)
+            m = _decay_matrix(float(p.beta), steps, u_all)  # M[t', t] = beta^(t'-t)
             g_u = (m.T @ d.reshape(steps, -1)).view_as(u_all)
         else:
             g_u = torch.empty_like(u_all)

@@ -52,15 +52,25 @@ class CNN(nn.Module):
     same loop, losses (``ce_mean``) and metrics check the data pipeline without spikes.
     """
 
-    def __init__(self, input_shape: tuple[int, ...], n_out: int, channels: list[int],
-                 hidden: list[int], k: int) -> None:  # fmt: skip
+    def __init__(
+        self,
+        input_shape: tuple[int, ...],
+        n_out: int,
+        channels: list[int],
+        hidden: list[int],
+        k: int,
+    ) -> None:
         super().__init__()
         blocks: list[nn.Module] = []
         if len(input_shape) == 3:
             c, hw = input_shape[0], input_shape[1]
             for c_out in channels:
-                blocks += [nn.Conv2d(c, c_out, k, padding=k // 2), nn.BatchNorm2d(c_out),
-                           nn.ReLU(), nn.MaxPool2d(2)]  # fmt: skip
+                blocks += [
+                    nn.Conv2d(c, c_out, k, padding=k // 2),
+                    nn.BatchNorm2d(c_out),
+                    nn.ReLU(),
+                    nn.MaxPool2d(2),
+                ]
                 c, hw = c_out, hw // 2
             n = c * hw * hw
         else:
@@ -88,9 +98,9 @@ def build_model(cfg: Config, input_shape: tuple[int, ...], n_classes: int) -> nn
         raise ConfigError("model.neurons_per_class must be >= 1")
     n_out = n_classes * m.neurons_per_class
     if m.arch == "cnn":
-        model: nn.Module = CNN(input_shape, n_out, m.channels, m.hidden, m.kernel_size)
-        init_weights(model, m.init, model.out, m.out_scale)
-        return model
+        cnn = CNN(input_shape, n_out, m.channels, m.hidden, m.kernel_size)
+        init_weights(cnn, m.init, cnn.out, m.out_scale)
+        return cnn
     layers: list[nn.Module] = []
     flatten_at = 0
     if m.arch == "conv":

@@ -40,7 +40,7 @@ def deterministic_rate(x: Tensor, steps: int, gain: float = 1.0) -> Tensor:
 
 
 def latency(x: Tensor, steps: int, gain: float = 1.0, threshold: float = 0.01) -> Tensor:
-    """One spike per input at step ``round((1 - clip(gain x)) (T - 1))``: bright inputs fire first."""
+    """One spike per input at step ``round((1 - clip(gain x)) (T - 1))``: bright fires first."""
     v = (gain * x).clamp(0, 1)
     when = torch.round((1 - v) * (steps - 1)).long()
     out = torch.zeros((x.shape[0], steps, *x.shape[1:]), dtype=x.dtype, device=x.device)

@@ -140,8 +140,11 @@ def _early_stop(cfg: C.EarlyStopConfig, row: dict[str, Any], es: dict[str, Any])
 
 def versions() -> dict[str, str]:
     """Versions of what produced a result."""
-    return {"spikeopt": spikeopt.__version__, "torch": torch.__version__,
-            "python": platform.python_version()}  # fmt: skip
+    return {
+        "spikeopt": spikeopt.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
 
 
 def train(
@@ -160,7 +163,9 @@ def train(
     exp = build(cfg)  # fails before anything is written
     tc = cfg.trainer
     sched = build_lr_scheduler(exp.state.optimizer, cfg.sched, tc.epochs)
-    alpha0 = cfg.neuron.alpha if cfg.neuron.alpha is not None else default_alpha(cfg.neuron.surrogate)
+    alpha0 = (
+        cfg.neuron.alpha if cfg.neuron.alpha is not None else default_alpha(cfg.neuron.surrogate)
+    )
     rows: list[dict[str, Any]] = []
     es_state: dict[str, Any] = {}
     start, wall0 = 0, 0.0
@@ -184,21 +189,42 @@ def train(
         set_surrogate(exp.model, get_surrogate(cfg.neuron.surrogate, alpha))
         steps, batches = _batches(exp, epoch)
         sums: dict[str, float] = {}
-        bar = tqdm(batches, total=steps, desc=f"epoch {epoch + 1}/{tc.epochs}", leave=False,
-                   disable=quiet or not tc.progress, dynamic_ncols=True)  # fmt: skip
+        bar = tqdm(
+            batches,
+            total=steps,
+            desc=f"epoch {epoch + 1}/{tc.epochs}",
+            leave=False,
+            disable=quiet or not tc.progress,
+            dynamic_ncols=True,
+        )
         for batch in bar:
             exp.state, metrics = exp.method.step(exp.state, batch)
             for k, v in metrics.items():
                 sums[k] = sums.get(k, 0.0) + v
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics.get('acc', 0):.3f}")
         eval_noise.manual_seed(tc.seed + 12345)
-        test = evaluate(exp.model, exp.loss, exp.data.x_test, exp.data.y_test, exp.encode,
-                        cfg.data.eval_batch_size, exp.device, eval_noise, exp.data.n_classes,
-                        cfg.metric.per_class_recall)  # fmt: skip
-        row: dict[str, Any] = {"epoch": epoch + 1, "step": exp.state.step,
-                               "lr": exp.state.optimizer.param_groups[0]["lr"], "alpha": alpha}  # fmt: skip
+        test = evaluate(
+            exp.model,
+            exp.loss,
+            exp.data.x_test,
+            exp.data.y_test,
+            exp.encode,
+            cfg.data.eval_batch_size,
+            exp.device,
+            eval_noise,
+            exp.data.n_classes,
+            cfg.metric.per_class_recall,
+        )
+        row: dict[str, Any] = {
+            "epoch": epoch + 1,
+            "step": exp.state.step,
+            "lr": exp.state.optimizer.param_groups[0]["lr"],
+            "alpha": alpha,
+        }
         row.update({f"train_{k}": v / steps for k, v in sums.items()})
-        row.update({f"test_{k}" if k in ("loss", "acc", "wta_acc") else k: v for k, v in test.items()})
+        row.update(
+            {f"test_{k}" if k in ("loss", "acc", "wta_acc") else k: v for k, v in test.items()}
+        )
         row["wall_s"] = time.perf_counter() - t0
         rows.append(row)
         step_lr_scheduler(sched, row, cfg.sched)
@@ -206,18 +232,26 @@ def train(
         if out is not None and tb is not None:
             io.write_csv(out / "metrics.csv", rows)
             tb.log(row, epoch + 1)
-            io.save_checkpoint(out / "checkpoint.pt", {
-                "method": exp.method.state_dict(exp.state),
-                "scheduler": sched.state_dict() if sched is not None else None,
-                "rows": rows, "early_stop": es_state, "epoch": epoch + 1,
-                "wall_s": row["wall_s"], "rng": torch.get_rng_state(),
-            })  # fmt: skip
+            io.save_checkpoint(
+                out / "checkpoint.pt",
+                {
+                    "method": exp.method.state_dict(exp.state),
+                    "scheduler": sched.state_dict() if sched is not None else None,
+                    "rows": rows,
+                    "early_stop": es_state,
+                    "epoch": epoch + 1,
+                    "wall_s": row["wall_s"],
+                    "rng": torch.get_rng_state(),
+                },
+            )
         for cb in callbacks or []:
             cb(row)
         if not quiet:
-            tqdm.write(f"epoch {epoch + 1}/{tc.epochs}  train_loss {row.get('train_loss', 0):.4f}  "
-                       f"train_acc {row.get('train_acc', 0):.4f}  test_loss {row['test_loss']:.4f}  "
-                       f"test_acc {row['test_acc']:.4f}")  # fmt: skip
+            tqdm.write(
+                f"epoch {epoch + 1}/{tc.epochs}  train_loss {row.get('train_loss', 0):.4f}  "
+                f"train_acc {row.get('train_acc', 0):.4f}  test_loss {row['test_loss']:.4f}  "
+                f"test_acc {row['test_acc']:.4f}"
+            )
         if stopped:
             break
     summary = summarize(cfg, exp, rows, stopped, name)

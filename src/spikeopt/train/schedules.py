@@ -39,7 +39,9 @@ def step_lr_scheduler(s: Scheduler | None, metrics: dict[str, float], cfg: Sched
         return
     if isinstance(s, torch.optim.lr_scheduler.ReduceLROnPlateau):
         if cfg.metric not in metrics:
-            raise ConfigError(f"sched.metric '{cfg.metric}' is not logged; one of {sorted(metrics)}")
+            raise ConfigError(
+                f"sched.metric '{cfg.metric}' is not logged; one of {sorted(metrics)}"
+            )
         s.step(metrics[cfg.metric])
     else:
         s.step()
