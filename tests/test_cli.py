@@ -45,7 +45,7 @@ def test_show_prints_every_key_with_its_doc():
 
 def test_run_writes_outputs_and_prints_accuracy(tmp_path):
     out = tmp_path / "run"
-    r = spikeopt("run", "digits-surrogate", *TINY, "--out", str(out), "--quiet", "--seed", "3")
+    r = spikeopt("run", "digits-mlp-surrogate", *TINY, "--out", str(out), "--quiet", "--seed", "3")
     assert r.returncode == 0, r.stderr
     assert "test accuracy" in r.stdout and str(out) in r.stdout
     summary = json.loads((out / "summary.json").read_text())
@@ -58,7 +58,7 @@ def test_run_with_config_file_and_resume(tmp_path):
     out = tmp_path / "run"
     r = spikeopt(
         "run",
-        "digits-surrogate",
+        "digits-mlp-surrogate",
         "encoder.steps=4",
         "--config",
         str(cfg),
@@ -69,7 +69,7 @@ def test_run_with_config_file_and_resume(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "hidden:\n  - 16" in (out / "config.yaml").read_text()
     # a finished run resumes to the same end without training again
-    r = spikeopt("run", "digits-surrogate", "--resume", str(out), "--quiet")
+    r = spikeopt("run", "digits-mlp-surrogate", "--resume", str(out), "--quiet")
     assert r.returncode == 0, r.stderr
     assert json.loads((out / "summary.json").read_text())["epochs"] == 2
 

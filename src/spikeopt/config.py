@@ -52,6 +52,7 @@ class EncoderConfig:
     kind: str = doc("repeat", "repeat | rate | deterministic | latency | sequence")
     steps: int = doc(16, "time steps T per sample (ignored by 'sequence', which uses the data's)")
     gain: float = doc(1.0, "input scale (rate: spike probability = gain * x, clipped to [0, 1])")
+    window: int = doc(1, "sequence: each step sees the last `window` samples (a tapped delay line)")
 
 
 @dataclass
@@ -98,6 +99,26 @@ class MethodConfig:
     """Which training method runs the update."""
 
     name: str = doc("surrogate", "training method: surrogate")
+
+
+@dataclass
+class ESConfig:
+    """Evolution strategies: population, perturbations, fitness shaping, sigma schedule."""
+
+    population: int = doc(64, "members per generation (even: antithetic pairs +eps, -eps)")
+    sigma: float = doc(0.05, "perturbation scale: std of the noise added to each weight")
+    rank: int = doc(1, "rank r of low-rank perturbations sigma * A B^T (mode=lowrank)")
+    mode: str = doc("lowrank", "perturbations of weight matrices: lowrank | full")
+    shaping: str = doc("centered_rank", "fitness shaping: centered_rank | zscore | raw")
+    sigma_schedule: str = doc("constant", "sigma per iteration: constant | exponential | linear")
+    sigma_decay: float = doc(0.999, "exponential: sigma multiplier per iteration")
+    sigma_steps: int = doc(1000, "linear: iterations to go from sigma to sigma_floor")
+    sigma_floor: float = doc(0.001, "smallest sigma the exponential and linear schedules reach")
+    max_update: float = doc(0.0, "cap on the L2 norm of each applied parameter change (0 = off)")
+    chunk: int = doc(0, "members per batched pass (0 = automatic from es.memory_mb)")
+    memory_mb: float = doc(1024.0, "memory budget of one chunk when es.chunk=0")
+    vmap_randomness: str = doc("same", "random ops in vmap-evaluated models: same | different")
+    noise_seed: int = doc(0, "seed of the perturbation noise (combined with trainer.seed)")
 
 
 @dataclass
@@ -177,6 +198,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     neuron: NeuronConfig = field(default_factory=NeuronConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
+    es: ESConfig = field(default_factory=ESConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     sched: SchedConfig = field(default_factory=SchedConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)

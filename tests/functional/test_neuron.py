@@ -13,6 +13,7 @@ from spikeopt.functional.neuron import (
     lif_init,
     lif_sequence,
     lif_step,
+    rlif_sequence,
 )
 from spikeopt.functional.surrogate import get_surrogate
 
@@ -108,3 +109,31 @@ def test_learnable_threshold_uses_autograd_path():
 def test_constant_current_needs_steps():
     with pytest.raises(ValueError, match="needs `steps`"):
         lif_sequence(torch.zeros(2, 3), LIFParams(), FN)
+
+
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+@pytest.mark.parametrize("detach", [True, False])
+@pytest.mark.parametrize("const", [True, False])
+def test_fused_recurrent_lif_equals_autograd_step_loop(reset, detach, const):
+    torch.manual_seed(2)
+    p = LIFParams(beta=0.8, v_reset=-0.1, v_rest=0.05, reset=reset, detach_reset=detach)
+    steps, n = 8, 6
+    drive = torch.randn((4, n) if const else (4, steps, n), dtype=torch.float64) * 0.7 + 0.5
+    drive.requires_grad_(True)
+    w = (torch.randn(n, n, dtype=torch.float64) * 0.5).requires_grad_(True)
+    s1, v1 = rlif_sequence(drive, w, p, FN, steps)
+    state = lif_init(drive if const else drive[:, 0], p)
+    s, ss, vs = torch.zeros_like(state.v), [], []
+    for t in range(steps):
+        s, state = lif_step((drive if const else drive[:, t]) + s @ w.t(), state, p, FN)
+        ss.append(s)
+        vs.append(state.v)
+    s2, v2 = torch.stack(ss, 1), torch.stack(vs, 1)
+    assert torch.equal(s1, s2)
+    torch.testing.assert_close(v1, v2)
+    ws, wv = torch.randn_like(s1), torch.randn_like(v1)
+    g1 = torch.autograd.grad((s1 * ws).sum() + (v1 * wv).sum(), (drive, w))
+    g2 = torch.autograd.grad((s2 * ws).sum() + (v2 * wv).sum(), (drive, w))
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b)
+    assert 0.05 < s1.mean() < 0.95

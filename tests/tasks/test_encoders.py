@@ -56,3 +56,10 @@ def test_bad_encoder_settings():
         make_encoder(EncoderConfig(kind="poisson2"))
     with pytest.raises(ConfigError, match="encoder.steps"):
         make_encoder(EncoderConfig(kind="rate", steps=0))
+
+
+def test_sequence_window_is_a_tapped_delay_line():
+    x = torch.arange(1.0, 6.0).view(1, 5)
+    out = make_encoder(EncoderConfig(kind="sequence", window=3))(x, None)
+    assert out.shape == (1, 5, 3)
+    assert out[0, 0].tolist() == [0.0, 0.0, 1.0] and out[0, 4].tolist() == [3.0, 4.0, 5.0]

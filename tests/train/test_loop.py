@@ -21,14 +21,14 @@ FAST = {
 
 
 def test_digits_learns_well_above_chance(tmp_path):
-    summary = api.run("digits-surrogate", FAST, out=tmp_path / "run", quiet=True)
+    summary = api.run("digits-mlp-surrogate", FAST, out=tmp_path / "run", quiet=True)
     assert summary["test_acc"] > 0.75  # chance is 0.10
     assert summary["iterations"] == 3 * 23
 
 
 def test_outputs_are_complete_and_loadable(tmp_path):
     out = tmp_path / "run"
-    summary = api.run("digits-surrogate", {**FAST, "trainer.epochs": 2}, out=out, quiet=True)
+    summary = api.run("digits-mlp-surrogate", {**FAST, "trainer.epochs": 2}, out=out, quiet=True)
     names = {p.name for p in out.iterdir()}
     assert {
         "config.yaml",
@@ -94,12 +94,16 @@ def _crash_after(epoch):
 )
 def test_resume_continues_exactly(tmp_path, extra):
     over = {**FAST, "trainer.epochs": 4, **extra}
-    full = api.run("digits-surrogate", over, out=tmp_path / "full", quiet=True)
+    full = api.run("digits-mlp-surrogate", over, out=tmp_path / "full", quiet=True)
     with pytest.raises(Crash):
         api.run(
-            "digits-surrogate", over, out=tmp_path / "cut", quiet=True, callbacks=[_crash_after(2)]
+            "digits-mlp-surrogate",
+            over,
+            out=tmp_path / "cut",
+            quiet=True,
+            callbacks=[_crash_after(2)],
         )
-    resumed = api.run("digits-surrogate", out=tmp_path / "cut", resume=True, quiet=True)
+    resumed = api.run("digits-mlp-surrogate", out=tmp_path / "cut", resume=True, quiet=True)
     for key in ("test_acc", "train_acc", "test_loss", "best_test_acc", "iterations"):
         assert resumed[key] == full[key], key
     rows_full = list(csv.DictReader((tmp_path / "full" / "metrics.csv").open()))
@@ -112,34 +116,34 @@ def test_resume_continues_exactly(tmp_path, extra):
 
 def test_same_seed_same_result_other_seed_differs():
     over = {**FAST, "trainer.epochs": 1}
-    a = api.run("digits-surrogate", over, quiet=True)
-    b = api.run("digits-surrogate", over, quiet=True)
-    c = api.run("digits-surrogate", {**over, "trainer.seed": 1}, quiet=True)
+    a = api.run("digits-mlp-surrogate", over, quiet=True)
+    b = api.run("digits-mlp-surrogate", over, quiet=True)
+    c = api.run("digits-mlp-surrogate", {**over, "trainer.seed": 1}, quiet=True)
     assert a["test_loss"] == b["test_loss"] and a["test_loss"] != c["test_loss"]
 
 
 def test_refuses_to_overwrite_a_run(tmp_path):
     out = tmp_path / "run"
-    api.run("digits-surrogate", {**FAST, "trainer.epochs": 1}, out=out, quiet=True)
+    api.run("digits-mlp-surrogate", {**FAST, "trainer.epochs": 1}, out=out, quiet=True)
     with pytest.raises(ConfigError, match="already holds a run"):
-        api.run("digits-surrogate", {**FAST, "trainer.epochs": 1}, out=out, quiet=True)
+        api.run("digits-mlp-surrogate", {**FAST, "trainer.epochs": 1}, out=out, quiet=True)
 
 
 def test_resume_without_a_run_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="no config.yaml"):
-        api.run("digits-surrogate", out=tmp_path, resume=True)
+        api.run("digits-mlp-surrogate", out=tmp_path, resume=True)
 
 
 def test_early_stopping_threshold_and_patience():
     base = {**FAST, "trainer.epochs": 10}
     s = api.run(
-        "digits-surrogate",
+        "digits-mlp-surrogate",
         {**base, "early_stop.mode": "threshold", "early_stop.threshold": 0.2},
         quiet=True,
     )
     assert s["stopped_early"] and s["epochs"] == 1
     s = api.run(
-        "digits-surrogate",
+        "digits-mlp-surrogate",
         {
             **base,
             "early_stop.mode": "patience",
@@ -153,7 +157,7 @@ def test_early_stopping_threshold_and_patience():
     assert s["stopped_early"] and s["epochs"] == 2
     with pytest.raises(ConfigError, match="early_stop.metric 'nope'"):
         api.run(
-            "digits-surrogate",
+            "digits-mlp-surrogate",
             {**base, "early_stop.mode": "patience", "early_stop.metric": "nope"},
             quiet=True,
         )
@@ -209,7 +213,7 @@ def test_bad_settings_fail_before_training(tmp_path, over, match):
 def test_optimizers_and_clipping_run():
     for name in ("adam", "adamw", "sgd"):
         s = api.run(
-            "digits-surrogate",
+            "digits-mlp-surrogate",
             {
                 **FAST,
                 "trainer.epochs": 1,
@@ -221,3 +225,36 @@ def test_optimizers_and_clipping_run():
             quiet=True,
         )
         assert s["test_acc"] > 0.3
+
+
+def test_cnn_baseline_checks_the_pipeline():
+    s = api.run("cnn-baseline", {"trainer.epochs": 3, "trainer.progress": False}, quiet=True)
+    assert s["test_acc"] > 0.9
+
+
+def test_recurrent_snn_learns_mnist1d_sequences():
+    over = {
+        "trainer.epochs": 2,
+        "model.hidden": [64],
+        "data.n_train": 1000,
+        "data.n_test": 500,
+        "data.batch_size": 50,
+        "trainer.progress": False,
+    }
+    s = api.run("mnist1d-rsnn-surrogate", over, quiet=True)
+    assert s["test_acc"] > 0.25  # chance is 0.10
+
+
+def test_population_coding_and_per_class_recall(tmp_path):
+    over = {
+        **FAST,
+        "model.neurons_per_class": 3,
+        "metric.per_class_recall": True,
+        "loss.name": "mse_count",
+        "loss.rate_reg": 0.1,
+    }
+    api.run("digits-mlp-surrogate", over, out=tmp_path / "r", quiet=True)
+    row = list(csv.DictReader((tmp_path / "r" / "metrics.csv").open()))[-1]
+    recalls = [float(row[f"recall_{c}"]) for c in range(10)]
+    assert float(row["test_acc"]) > 0.5 and 0 <= float(row["test_wta_acc"]) <= 1
+    assert sum(recalls) / 10 == pytest.approx(float(row["test_acc"]), abs=0.05)

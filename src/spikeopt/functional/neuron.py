@@ -197,3 +197,92 @@ def lif_sequence(
         spikes.append(s)
         mems.append(state.v)
     return torch.stack(spikes, 1), torch.stack(mems, 1)
+
+
+class _FusedRecurrentLIF(torch.autograd.Function):
+    """Recurrent LIF, ``I[t] = drive[t] + s[t-1] @ W.T``, with a hand-written BPTT."""
+
+    @staticmethod
+    def forward(ctx, drive: Tensor, w: Tensor, steps: int, p: LIFParams, spike_fn: Surrogate):  # type: ignore[override]
+        const = drive.dim() == 2
+        b, n = drive.shape[0], drive.shape[-1]
+        d = drive + (1 - p.beta) * p.v_rest
+        if not const:
+            d = d.transpose(0, 1)
+        theta, beta = float(p.v_threshold), float(p.beta)
+        u_all = drive.new_empty(steps, b, n)
+        s_all = drive.new_zeros(steps, b, n)
+        v = torch.full((b, n), p.v_rest, dtype=drive.dtype, device=drive.device)
+        s = torch.zeros_like(v)
+        wt = w.t()
+        for t in range(steps):
+            u = torch.addmm(d if const else d[t], s, wt, out=u_all[t])
+            u.add_(v, alpha=beta)
+            s = torch.ge(u, theta, out=s_all[t])
+            if p.reset == "subtract":
+                v = torch.sub(u, s, alpha=theta)
+            else:
+                v = u.masked_fill(s.bool(), p.v_reset)
+        v_all = (
+            torch.sub(u_all, s_all, alpha=theta)
+            if p.reset == "subtract"
+            else u_all.masked_fill(s_all.bool(), p.v_reset)
+        )
+        ctx.save_for_backward(u_all, s_all, w)
+        ctx.const, ctx.p, ctx.spike_fn = const, p, spike_fn
+        return s_all.transpose(0, 1), v_all.transpose(0, 1)
+
+    @staticmethod
+    def backward(ctx, g_s: Tensor | None, g_v: Tensor | None):  # type: ignore[override]
+        u_all, s_all, w = ctx.saved_tensors
+        p: LIFParams = ctx.p
+        theta, beta = float(p.v_threshold), float(p.beta)
+        sg = ctx.spike_fn.derivative(u_all - theta)
+        g_s = g_s.transpose(0, 1) if g_s is not None else torch.zeros_like(u_all)
+        g_v = g_v.transpose(0, 1) if g_v is not None else torch.zeros_like(u_all)
+        g_u = torch.empty_like(u_all)
+        gu_next = torch.zeros_like(u_all[0])
+        for t in range(u_all.shape[0] - 1, -1, -1):
+            gs = torch.addmm(g_s[t], gu_next, w)  # s[t] drives u[t+1] through W
+            gv = torch.add(g_v[t], gu_next, alpha=beta)
+            if p.reset == "subtract":
+                gu = gv + gs * sg[t]
+                if not p.detach_reset:
+                    gu = gu - theta * gv * sg[t]
+            else:
+                gu = gv * (1 - s_all[t]) + gs * sg[t]
+                if not p.detach_reset:
+                    gu = gu + gv * (p.v_reset - u_all[t]) * sg[t]
+            g_u[t] = gu
+            gu_next = gu
+        # dL/dW = sum_t g_u[t]^T s[t-1]: one matmul over all steps
+        n = w.shape[0]
+        g_w = g_u[1:].reshape(-1, n).t() @ s_all[:-1].reshape(-1, n)
+        g_drive = g_u.sum(0) if ctx.const else g_u.transpose(0, 1)
+        return g_drive, g_w, None, None, None
+
+
+def rlif_sequence(
+    drive: Tensor, w_rec: Tensor, p: LIFParams, spike_fn: Surrogate, steps: int | None = None
+) -> tuple[Tensor, Tensor]:
+    """Recurrent LIF: spikes and membranes (B, T, N) for ``I[t] = drive[t] + W_rec s[t-1]``.
+
+    ``drive`` is (B, T, N), or (B, N) held for ``steps``; ``w_rec`` is (N, N). Fixed
+    constants take the fused loop with hand-written BPTT, learnable ones the autograd steps.
+    """
+    const = drive.dim() == 2
+    n_steps = steps if const else drive.shape[1]
+    if n_steps is None:
+        raise ValueError("rlif_sequence: a (B, N) constant drive needs `steps`")
+    fixed = not isinstance(p.beta, Tensor) and not isinstance(p.v_threshold, Tensor)
+    if fixed and not torch.compiler.is_compiling():
+        s, v = _FusedRecurrentLIF.apply(drive, w_rec, n_steps, p, spike_fn)
+        return s, v
+    state = lif_init(drive if const else drive[:, 0], p)
+    s = torch.zeros_like(state.v)
+    spikes, mems = [], []
+    for t in range(n_steps):
+        s, state = lif_step((drive if const else drive[:, t]) + s @ w_rec.t(), state, p, spike_fn)
+        spikes.append(s)
+        mems.append(state.v)
+    return torch.stack(spikes, 1), torch.stack(mems, 1)

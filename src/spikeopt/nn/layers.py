@@ -17,11 +17,10 @@ from torch import Tensor, nn
 from spikeopt.config import NeuronConfig, choose
 from spikeopt.functional.neuron import (
     LIFParams,
-    LIFState,
     beta_from_tau,
     li_sequence,
     lif_sequence,
-    lif_step,
+    rlif_sequence,
 )
 from spikeopt.functional.surrogate import Surrogate, get_surrogate
 
@@ -95,19 +94,9 @@ class RecurrentLIF(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """x (B, T, n_in) -> spikes, membranes (B, T, n_out)."""
-        steps = x.shape[1]
         drive = self.fc(x[:, 0]) if is_static(x) else self.fc(x)
-        p, fn = self.neuron.params(), self.neuron.spike_fn
-        i0 = drive if drive.dim() == 2 else drive[:, 0]
-        state = LIFState(torch.full_like(i0, p.v_rest))
-        s = torch.zeros_like(i0)
-        spikes, mems = [], []
-        for t in range(steps):
-            i_t = drive if drive.dim() == 2 else drive[:, t]
-            s, state = lif_step(i_t + self.rec(s), state, p, fn)
-            spikes.append(s)
-            mems.append(state.v)
-        return torch.stack(spikes, 1), torch.stack(mems, 1)
+        p = self.neuron.params()
+        return rlif_sequence(drive, self.rec.weight, p, self.neuron.spike_fn, x.shape[1])
 
 
 class ConvLIF(nn.Module):

@@ -48,9 +48,17 @@ def latency(x: Tensor, steps: int, gain: float = 1.0, threshold: float = 0.01) -
     return out * (v > threshold).unsqueeze(1).to(x.dtype)
 
 
-def sequence(x: Tensor, steps: int = 0) -> Tensor:
-    """Samples that already are time series (B, L) or (B, L, C) -> (B, L, C); ``steps`` unused."""
-    return x.unsqueeze(-1) if x.dim() == 2 else x
+def sequence(x: Tensor, window: int = 1) -> Tensor:
+    """Time series (B, L) or (B, L, C) -> (B, L, C * window): step t sees samples t-window+1..t.
+
+    A tapped delay line gives each step a little local shape (zeros before the start), which a
+    recurrent SNN fed one scalar per step otherwise has to hold in its membranes.
+    """
+    x = x.unsqueeze(-1) if x.dim() == 2 else x
+    if window == 1:
+        return x
+    padded = torch.nn.functional.pad(x, (0, 0, window - 1, 0))  # zeros before t = 0
+    return padded.unfold(1, window, 1).flatten(2)  # (B, L, C, window) -> (B, L, C * window)
 
 
 ENCODERS: tuple[str, ...] = ("repeat", "rate", "deterministic", "latency", "sequence")
@@ -63,6 +71,8 @@ def make_encoder(cfg: EncoderConfig) -> Encoder:
     kind = choose("encoder.kind", cfg.kind, ENCODERS)
     if cfg.steps < 1 and kind != "sequence":
         raise ConfigError(f"encoder.steps must be >= 1, got {cfg.steps}")
+    if cfg.window < 1:
+        raise ConfigError(f"encoder.window must be >= 1, got {cfg.window}")
     steps, gain = cfg.steps, cfg.gain
 
     def encode(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -74,13 +84,14 @@ def make_encoder(cfg: EncoderConfig) -> Encoder:
             return deterministic_rate(x, steps, gain)
         if kind == "latency":
             return latency(x, steps, gain)
-        return sequence(x)
+        return sequence(x, cfg.window)
 
     return encode
 
 
-def step_shape(kind: str, sample_shape: tuple[int, ...]) -> tuple[int, ...]:
+def step_shape(cfg: EncoderConfig, sample_shape: tuple[int, ...]) -> tuple[int, ...]:
     """Per-step input shape the model sees for samples of ``sample_shape``."""
-    if kind == "sequence":
-        return (1,) if len(sample_shape) == 1 else tuple(sample_shape[1:])
+    if cfg.kind == "sequence":
+        channels = 1 if len(sample_shape) == 1 else sample_shape[-1]
+        return (channels * cfg.window,)
     return tuple(sample_shape)

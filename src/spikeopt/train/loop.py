@@ -75,7 +75,7 @@ def build(cfg: C.Config) -> Experiment:
         hint = "encoder.kind=sequence" if data.sequence else "encoder.kind=repeat (or rate, ...)"
         raise C.ConfigError(f"data.name={cfg.data.name} needs {hint}")
     torch.manual_seed(cfg.trainer.seed)
-    shape = step_shape(cfg.encoder.kind, data.input_shape)
+    shape = step_shape(cfg.encoder, data.input_shape)
     model = build_model(cfg, shape, data.n_classes).to(device)
     loss = make_loss(cfg.loss, cfg.model.neurons_per_class)
     method = make_method(cfg, loss)
