@@ -53,6 +53,7 @@ class EncoderConfig:
     steps: int = doc(16, "time steps T per sample (ignored by 'sequence', which uses the data's)")
     gain: float = doc(1.0, "input scale (rate: spike probability = gain * x, clipped to [0, 1])")
     window: int = doc(1, "sequence: each step sees the last `window` samples (a tapped delay line)")
+    hold: int = doc(1, "sequence: time steps each sample is held for (T = length * hold)")
 
 
 @dataclass

@@ -63,3 +63,8 @@ def test_sequence_window_is_a_tapped_delay_line():
     out = make_encoder(EncoderConfig(kind="sequence", window=3))(x, None)
     assert out.shape == (1, 5, 3)
     assert out[0, 0].tolist() == [0.0, 0.0, 1.0] and out[0, 4].tolist() == [3.0, 4.0, 5.0]
+
+
+def test_sequence_hold_repeats_each_sample():
+    out = make_encoder(EncoderConfig(kind="sequence", hold=2))(torch.tensor([[1.0, 2.0]]), None)
+    assert out.flatten().tolist() == [1.0, 1.0, 2.0, 2.0]

@@ -118,21 +118,18 @@ class _FusedLIF(torch.autograd.Function):
         if not const:
             drive = drive.transpose(0, 1)
         u_all = current.new_empty(steps, b, n)  # pre-reset membranes
+        s_all = torch.empty_like(u_all)
+        v_all = torch.empty_like(u_all)
         v = torch.full((b, n), p.v_rest, dtype=current.dtype, device=current.device)
-        fired = torch.empty_like(v)
         theta, beta = float(p.v_threshold), float(p.beta)
         for t in range(steps):
             u = torch.add(drive if const else drive[t], v, alpha=beta, out=u_all[t])
-            torch.ge(u, theta, out=fired)
+            s = torch.ge(u, theta, out=s_all[t])
             if p.reset == "subtract":
-                v = torch.sub(u, fired, alpha=theta)
+                v = torch.sub(u, s, alpha=theta, out=v_all[t])
             else:
-                v = u.masked_fill(fired.bool(), p.v_reset)
-        s_all = (u_all >= theta).to(current.dtype)
-        if p.reset == "subtract":
-            v_all = torch.sub(u_all, s_all, alpha=theta)
-        else:
-            v_all = u_all.masked_fill(s_all.bool(), p.v_reset)
+                v = v_all[t].copy_(u).masked_fill_(s.bool(), p.v_reset)
+        ctx.set_materialize_grads(False)  # an unused output's gradient stays None, not zeros
         ctx.save_for_backward(u_all, s_all)
         ctx.const, ctx.p, ctx.spike_fn = const, p, spike_fn
         return s_all.transpose(0, 1), v_all.transpose(0, 1)
@@ -142,14 +139,17 @@ class _FusedLIF(torch.autograd.Function):
         u_all, s_all = ctx.saved_tensors  # (T, B, N)
         p: LIFParams = ctx.p
         theta = float(p.v_threshold)
-        sg = ctx.spike_fn.derivative(u_all - theta)  # all T at once: the bulk of the maths
-        direct = g_s.transpose(0, 1) * sg if g_s is not None else torch.zeros_like(u_all)
+        # the surrogate derivative for all T at once, in place: the bulk of the maths
+        sg = ctx.spike_fn.derivative_(u_all - theta)
+        g_s = g_s.transpose(0, 1) if g_s is not None else torch.zeros_like(sg)
+        # the reset paths below still need sg itself; the default one may overwrite it
+        direct = sg.mul_(g_s) if p.detach_reset else sg * g_s
         g_v = g_v.transpose(0, 1) if g_v is not None else None
         steps = u_all.shape[0]
         if p.reset == "subtract" and p.detach_reset:
             # g_u[t] = (g_v[t] + g_s[t] sg[t]) + beta g_u[t+1]: a reverse exponential filter,
             # i.e. one (T, T) @ (T, B*N) matmul instead of a loop.
-            d = direct + g_v if g_v is not None else direct
+            d = direct.add_(g_v) if g_v is not None else direct
             m = _decay_matrix(float(p.beta), steps, u_all)  # M[t', t] = beta^(t'-t)
             g_u = (m.T @ d.reshape(steps, -1)).view_as(u_all)
         else:
@@ -228,6 +228,7 @@ class _FusedRecurrentLIF(torch.autograd.Function):
             if p.reset == "subtract"
             else u_all.masked_fill(s_all.bool(), p.v_reset)
         )
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(u_all, s_all, w)
         ctx.const, ctx.p, ctx.spike_fn = const, p, spike_fn
         return s_all.transpose(0, 1), v_all.transpose(0, 1)
@@ -237,7 +238,7 @@ class _FusedRecurrentLIF(torch.autograd.Function):
         u_all, s_all, w = ctx.saved_tensors
         p: LIFParams = ctx.p
         theta, beta = float(p.v_threshold), float(p.beta)
-        sg = ctx.spike_fn.derivative(u_all - theta)
+        sg = ctx.spike_fn.derivative_(u_all - theta)
         g_s = g_s.transpose(0, 1) if g_s is not None else torch.zeros_like(u_all)
         g_v = g_v.transpose(0, 1) if g_v is not None else torch.zeros_like(u_all)
         g_u = torch.empty_like(u_all)

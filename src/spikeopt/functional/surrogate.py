@@ -49,6 +49,10 @@ class Surrogate:
 
     def derivative(self, x: Tensor) -> Tensor:
         """The surrogate derivative dS/dx."""
+        return _FAMILIES[self.name][1](x.clone(), self.alpha)
+
+    def derivative_(self, x: Tensor) -> Tensor:
+        """dS/dx computed in place over ``x`` (a scratch tensor): the BPTT hot path."""
         return _FAMILIES[self.name][1](x, self.alpha)
 
     def smooth(self, x: Tensor) -> Tensor:
@@ -60,9 +64,13 @@ def _sigmoid_smooth(x: Tensor, a: float) -> Tensor:
     return torch.sigmoid(a * x)
 
 
+# The *_grad functions below overwrite their argument (callers pass a scratch tensor): on
+# (T, B, N) tensors every avoided allocation is a full pass over memory saved.
+
+
 def _sigmoid_grad(x: Tensor, a: float) -> Tensor:
-    s = torch.sigmoid(a * x)
-    return a * s * (1 - s)
+    s = x.mul_(a).sigmoid_()
+    return s.sub_(s.square()).mul_(a)
 
 
 def _fast_sigmoid_smooth(x: Tensor, a: float) -> Tensor:
@@ -71,7 +79,8 @@ def _fast_sigmoid_smooth(x: Tensor, a: float) -> Tensor:
 
 
 def _fast_sigmoid_grad(x: Tensor, a: float) -> Tensor:
-    return 0.5 * a / (1 + a * x.abs()) ** 2
+    y = x.abs_().mul_(a).add_(1)
+    return y.mul_(y).reciprocal_().mul_(0.5 * a)
 
 
 def _arctan_smooth(x: Tensor, a: float) -> Tensor:
@@ -79,7 +88,8 @@ def _arctan_smooth(x: Tensor, a: float) -> Tensor:
 
 
 def _arctan_grad(x: Tensor, a: float) -> Tensor:
-    return 0.5 * a / (1 + (math.pi / 2 * a * x) ** 2)
+    y = x.mul_(math.pi / 2 * a)
+    return y.mul_(y).add_(1).reciprocal_().mul_(0.5 * a)
 
 
 def _boxcar_smooth(x: Tensor, a: float) -> Tensor:
@@ -87,7 +97,8 @@ def _boxcar_smooth(x: Tensor, a: float) -> Tensor:
 
 
 def _boxcar_grad(x: Tensor, a: float) -> Tensor:
-    return a * ((a * x).abs() < 0.5).to(x.dtype)
+    inside = x.abs_().mul_(a) < 0.5
+    return x.copy_(inside).mul_(a)
 
 
 def _triangle_smooth(x: Tensor, a: float) -> Tensor:
@@ -96,7 +107,7 @@ def _triangle_smooth(x: Tensor, a: float) -> Tensor:
 
 
 def _triangle_grad(x: Tensor, a: float) -> Tensor:
-    return a * (1 - (a * x).abs()).clamp(min=0)
+    return x.abs_().mul_(-a).add_(1).clamp_(min=0).mul_(a)
 
 
 _Fn = Callable[[Tensor, float], Tensor]

@@ -48,17 +48,17 @@ def latency(x: Tensor, steps: int, gain: float = 1.0, threshold: float = 0.01) -
     return out * (v > threshold).unsqueeze(1).to(x.dtype)
 
 
-def sequence(x: Tensor, window: int = 1) -> Tensor:
+def sequence(x: Tensor, window: int = 1, hold: int = 1) -> Tensor:
     """Time series (B, L) or (B, L, C) -> (B, L, C * window): step t sees samples t-window+1..t.
 
     A tapped delay line gives each step a little local shape (zeros before the start), which a
     recurrent SNN fed one scalar per step otherwise has to hold in its membranes.
     """
     x = x.unsqueeze(-1) if x.dim() == 2 else x
-    if window == 1:
-        return x
-    padded = torch.nn.functional.pad(x, (0, 0, window - 1, 0))  # zeros before t = 0
-    return padded.unfold(1, window, 1).flatten(2)  # (B, L, C, window) -> (B, L, C * window)
+    if window > 1:
+        padded = torch.nn.functional.pad(x, (0, 0, window - 1, 0))  # zeros before t = 0
+        x = padded.unfold(1, window, 1).flatten(2)  # (B, L, C, window) -> (B, L, C * window)
+    return x.repeat_interleave(hold, dim=1) if hold > 1 else x
 
 
 ENCODERS: tuple[str, ...] = ("repeat", "rate", "deterministic", "latency", "sequence")
@@ -71,8 +71,10 @@ def make_encoder(cfg: EncoderConfig) -> Encoder:
     kind = choose("encoder.kind", cfg.kind, ENCODERS)
     if cfg.steps < 1 and kind != "sequence":
         raise ConfigError(f"encoder.steps must be >= 1, got {cfg.steps}")
-    if cfg.window < 1:
-        raise ConfigError(f"encoder.window must be >= 1, got {cfg.window}")
+    if cfg.window < 1 or cfg.hold < 1:
+        raise ConfigError(
+            f"encoder.window and encoder.hold must be >= 1, got {cfg.window}, {cfg.hold}"
+        )
     steps, gain = cfg.steps, cfg.gain
 
     def encode(x: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -84,7 +86,7 @@ def make_encoder(cfg: EncoderConfig) -> Encoder:
             return deterministic_rate(x, steps, gain)
         if kind == "latency":
             return latency(x, steps, gain)
-        return sequence(x, cfg.window)
+        return sequence(x, cfg.window, cfg.hold)
 
     return encode
 

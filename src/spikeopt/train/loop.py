@@ -71,9 +71,11 @@ def build(cfg: C.Config) -> Experiment:
             "set data.normalize=false (or use encoder.kind=repeat)"
         )
     data = load_dataset(cfg.data)
-    if data.sequence != (cfg.encoder.kind == "sequence"):
-        hint = "encoder.kind=sequence" if data.sequence else "encoder.kind=repeat (or rate, ...)"
-        raise C.ConfigError(f"data.name={cfg.data.name} needs {hint}")
+    if cfg.encoder.kind == "sequence" and not data.sequence:
+        raise C.ConfigError(
+            f"encoder.kind=sequence reads each sample as a time series, but data.name="
+            f"{cfg.data.name} holds static samples; use encoder.kind=repeat (or rate, ...)"
+        )
     torch.manual_seed(cfg.trainer.seed)
     shape = step_shape(cfg.encoder, data.input_shape)
     model = build_model(cfg, shape, data.n_classes).to(device)
