@@ -137,3 +137,22 @@ def test_fused_recurrent_lif_equals_autograd_step_loop(reset, detach, const):
     for a, b in zip(g1, g2):
         torch.testing.assert_close(a, b)
     assert 0.05 < s1.mean() < 0.95
+
+
+def test_fused_recurrent_learnable_beta_gradient_matches_autograd():
+    torch.manual_seed(3)
+    steps, n = 7, 5
+    drive = torch.randn(3, steps, n, dtype=torch.float64) * 0.6 + 0.5
+    w = torch.randn(n, n, dtype=torch.float64) * 0.4
+    beta = torch.full((n,), 0.7, dtype=torch.float64).requires_grad_(True)
+    p = LIFParams(beta=beta, v_rest=0.1)
+    s1, v1 = rlif_sequence(drive, w, p, FN)
+    (g1,) = torch.autograd.grad(s1.sum() + v1.pow(2).sum(), beta)
+    state = lif_init(drive[:, 0], p)
+    s, ss, vs = torch.zeros_like(state.v), [], []
+    for t in range(steps):
+        s, state = lif_step(drive[:, t] + s @ w.t(), state, p, FN)
+        ss.append(s)
+        vs.append(state.v)
+    (g2,) = torch.autograd.grad(torch.stack(ss).sum() + torch.stack(vs).pow(2).sum(), beta)
+    torch.testing.assert_close(g1, g2)

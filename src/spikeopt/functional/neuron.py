@@ -200,16 +200,21 @@ def lif_sequence(
 
 
 class _FusedRecurrentLIF(torch.autograd.Function):
-    """Recurrent LIF, ``I[t] = drive[t] + s[t-1] @ W.T``, with a hand-written BPTT."""
+    """Recurrent LIF, ``I[t] = drive[t] + s[t-1] @ W.T``, with a hand-written BPTT.
+
+    ``beta`` is a tensor, () or per neuron (N,), and may be learnable (learn_tau): its
+    gradient is ``sum_t g_u[t] (v[t-1] - v_rest)``, one reduction after the loop.
+    """
 
     @staticmethod
-    def forward(ctx, drive: Tensor, w: Tensor, steps: int, p: LIFParams, spike_fn: Surrogate):  # type: ignore[override]
+    def forward(ctx, drive: Tensor, w: Tensor, beta: Tensor, steps: int, p: LIFParams,  # type: ignore[override]
+                spike_fn: Surrogate):  # fmt: skip
         const = drive.dim() == 2
         b, n = drive.shape[0], drive.shape[-1]
-        d = drive + (1 - p.beta) * p.v_rest
+        d = drive + (1 - beta) * p.v_rest
         if not const:
             d = d.transpose(0, 1)
-        theta, beta = float(p.v_threshold), float(p.beta)
+        theta = float(p.v_threshold)
         u_all = drive.new_empty(steps, b, n)
         s_all = drive.new_zeros(steps, b, n)
         v = torch.full((b, n), p.v_rest, dtype=drive.dtype, device=drive.device)
@@ -217,7 +222,7 @@ class _FusedRecurrentLIF(torch.autograd.Function):
         wt = w.t()
         for t in range(steps):
             u = torch.addmm(d if const else d[t], s, wt, out=u_all[t])
-            u.add_(v, alpha=beta)
+            u.addcmul_(v, beta)
             s = torch.ge(u, theta, out=s_all[t])
             if p.reset == "subtract":
                 v = torch.sub(u, s, alpha=theta)
@@ -229,15 +234,15 @@ class _FusedRecurrentLIF(torch.autograd.Function):
             else u_all.masked_fill(s_all.bool(), p.v_reset)
         )
         ctx.set_materialize_grads(False)
-        ctx.save_for_backward(u_all, s_all, w)
+        ctx.save_for_backward(u_all, s_all, v_all, w, beta)
         ctx.const, ctx.p, ctx.spike_fn = const, p, spike_fn
         return s_all.transpose(0, 1), v_all.transpose(0, 1)
 
     @staticmethod
     def backward(ctx, g_s: Tensor | None, g_v: Tensor | None):  # type: ignore[override]
-        u_all, s_all, w = ctx.saved_tensors
+        u_all, s_all, v_all, w, beta = ctx.saved_tensors
         p: LIFParams = ctx.p
-        theta, beta = float(p.v_threshold), float(p.beta)
+        theta = float(p.v_threshold)
         sg = ctx.spike_fn.derivative_(u_all - theta)
         g_s = g_s.transpose(0, 1) if g_s is not None else torch.zeros_like(u_all)
         g_v = g_v.transpose(0, 1) if g_v is not None else torch.zeros_like(u_all)
@@ -245,7 +250,7 @@ class _FusedRecurrentLIF(torch.autograd.Function):
         gu_next = torch.zeros_like(u_all[0])
         for t in range(u_all.shape[0] - 1, -1, -1):
             gs = torch.addmm(g_s[t], gu_next, w)  # s[t] drives u[t+1] through W
-            gv = torch.add(g_v[t], gu_next, alpha=beta)
+            gv = torch.addcmul(g_v[t], gu_next, beta)
             if p.reset == "subtract":
                 gu = gv + gs * sg[t]
                 if not p.detach_reset:
@@ -260,7 +265,11 @@ class _FusedRecurrentLIF(torch.autograd.Function):
         n = w.shape[0]
         g_w = g_u[1:].reshape(-1, n).t() @ s_all[:-1].reshape(-1, n)
         g_drive = g_u.sum(0) if ctx.const else g_u.transpose(0, 1)
-        return g_drive, g_w, None, None, None
+        g_beta = None
+        if ctx.needs_input_grad[2]:  # u[t] = v_rest + beta (v[t-1] - v_rest) + ...
+            g_beta = (g_u[1:] * (v_all[:-1] - p.v_rest)).sum((0, 1))
+            g_beta = g_beta.sum() if beta.dim() == 0 else g_beta
+        return g_drive, g_w, g_beta, None, None, None
 
 
 def rlif_sequence(
@@ -268,16 +277,17 @@ def rlif_sequence(
 ) -> tuple[Tensor, Tensor]:
     """Recurrent LIF: spikes and membranes (B, T, N) for ``I[t] = drive[t] + W_rec s[t-1]``.
 
-    ``drive`` is (B, T, N), or (B, N) held for ``steps``; ``w_rec`` is (N, N). Fixed
-    constants take the fused loop with hand-written BPTT, learnable ones the autograd steps.
+    ``drive`` is (B, T, N), or (B, N) held for ``steps``; ``w_rec`` is (N, N). The fused
+    loop with hand-written BPTT handles fixed or learnable ``beta``; a learnable threshold
+    (and torch.compile) takes the autograd step loop.
     """
     const = drive.dim() == 2
     n_steps = steps if const else drive.shape[1]
     if n_steps is None:
         raise ValueError("rlif_sequence: a (B, N) constant drive needs `steps`")
-    fixed = not isinstance(p.beta, Tensor) and not isinstance(p.v_threshold, Tensor)
-    if fixed and not torch.compiler.is_compiling():
-        s, v = _FusedRecurrentLIF.apply(drive, w_rec, n_steps, p, spike_fn)
+    if not isinstance(p.v_threshold, Tensor) and not torch.compiler.is_compiling():
+        beta = torch.as_tensor(p.beta, dtype=drive.dtype, device=drive.device)
+        s, v = _FusedRecurrentLIF.apply(drive, w_rec, beta, n_steps, p, spike_fn)
         return s, v
     state = lif_init(drive if const else drive[:, 0], p)
     s = torch.zeros_like(state.v)
