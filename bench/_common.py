@@ -53,17 +53,49 @@ class Rate:
         return (max(self.windows) - min(self.windows)) / self.median
 
 
-def window(fn: Callable[[], object], steps: int) -> tuple[float, float]:
-    """Run ``fn`` ``steps`` times; return (calls/s, share of the threads' CPU time it got).
+def _busy_seconds() -> float | None:
+    """CPU seconds the whole machine has spent busy since boot (all cores), from /proc/stat."""
+    try:
+        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    ticks = [int(v) for v in first[1:9]]  # user nice system idle iowait irq softirq steal
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
-    The CPU share is process CPU seconds / (wall seconds x torch threads): well below 1 means
-    other processes took the cores during the window, so its rate is not trustworthy.
+
+def window(fn: Callable[[], object], steps: int) -> tuple[float, float]:
+    """Run ``fn`` ``steps`` times; return (calls/s, share of the machine others used meanwhile).
+
+    The second number is (machine busy CPU time - this process's CPU time) / (wall time x
+    cores): 0 on a quiet machine, 0.5 when other processes kept one of two cores busy, in
+    which case the window's rate is not to be trusted. NaN where /proc/stat is missing.
     """
-    w0, c0 = time.perf_counter(), time.process_time()
+    b0, c0, w0 = _busy_seconds(), time.process_time(), time.perf_counter()
     for _ in range(steps):
         fn()
-    wall, cpu = time.perf_counter() - w0, time.process_time() - c0
-    return steps / wall, cpu / (wall * torch.get_num_threads())
+    wall, own, b1 = time.perf_counter() - w0, time.process_time() - c0, _busy_seconds()
+    if b0 is None or b1 is None:
+        return steps / wall, float("nan")
+    others = max(0.0, (b1 - b0) - own) / (wall * (os.cpu_count() or 1))
+    return steps / wall, min(others, 1.0)
+
+
+def others_busy(seconds: float) -> float:
+    """Share of the machine other processes use over the next ``seconds`` (we sleep)."""
+    b0 = _busy_seconds()
+    time.sleep(seconds)
+    b1 = _busy_seconds()
+    if b0 is None or b1 is None:
+        return 0.0
+    return (b1 - b0) / (seconds * (os.cpu_count() or 1))
+
+
+def wait_until_quiet(max_wait: float, threshold: float = 0.1, sample: float = 5.0) -> float:
+    """Wait up to ``max_wait`` s until others use < ``threshold`` of the machine; seconds waited."""
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < max_wait and others_busy(sample) >= threshold:
+        pass
+    return time.perf_counter() - t0
 
 
 def timed(fn: Callable[[], object]) -> tuple[object, float]:

@@ -45,9 +45,7 @@ def main(argv: list[str] | None = None) -> int:
                 f" in {s['wall_s']:.0f} s",
                 file=sys.stderr,
             )
-    print(
-        "| recipe | seeds | final test acc (mean ± std, min) | best | epochs | wall s / run |"
-    )
+    print("| recipe | seeds | final test acc (mean ± std, min) | best | epochs | wall s / run |")
     print("|---|---|---|---|---|---|")
     for recipe, runs in results.items():
         acc = [r["test_acc"] for r in runs]

@@ -15,8 +15,12 @@ is compared with plain-torch's (firing rates, exact output-count agreement), so 
 whose dynamics are broken shows up in the table rather than as a suspiciously fast number.
 
 Measured per variant, in one process: training steps/s (forward + backward + Adam step) and
-inference batches/s (``torch.no_grad`` forward), medians over repeated windows after warmup;
-the first call of each (a cold ``torch.compile`` for the compiled variant) is timed apart.
+inference batches/s (``torch.no_grad`` forward). Every variant is first built, checked and
+warmed up in turn (its first calls -- a cold ``torch.compile`` for the compiled variant --
+timed apart, its peak memory noted); then all are timed in interleaved rounds, one window
+per variant per round, and the median over the rounds is reported, so load from other
+processes (on a shared machine) hits every variant alike. The share of the machine other
+processes used during each window is recorded too.
 
     .venv-bench/bin/python bench/throughput.py [--only plain-torch,spikeopt] [--json out.json]
 """
@@ -24,6 +28,8 @@ the first call of each (a cold ``torch.compile`` for the compiled variant) is ti
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import importlib.util
 import math
 import os
@@ -34,7 +40,7 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -51,6 +57,7 @@ from _common import (
     reset_peak_rss,
     rss_mib,
     timed,
+    wait_until_quiet,
     window,
     write_json,
 )
@@ -66,6 +73,9 @@ BETA = math.exp(-DT / TAU_M)  # 0.951229...
 THRESHOLD = 1.0
 SLOPE = 25.0  # fast-sigmoid sharpness: d spike / dv ~ 1 / (1 + SLOPE |v - threshold|)^2
 LR = 1e-3
+SETUP = {"n_in": N_IN, "n_hidden": N_HID, "n_out": N_OUT, "T": STEPS_T, "batch": BATCH,
+         "tau_m": TAU_M, "dt": DT, "beta": BETA, "threshold": THRESHOLD,
+         "surrogate_slope": SLOPE, "lr": LR}  # fmt: skip
 PACKAGES = ("torch", "snntorch", "spikingjelly", "norse", "evotorch", "numpy", "spikeopt")
 
 Weights = dict[str, Tensor]
@@ -338,6 +348,7 @@ class Variant:
     name: str
     build: Callable[[Weights, bool], BenchNet]
     note: str
+    imports: tuple[str, ...] = ()  # imported up front, so import memory is nobody's peak
 
 
 VARIANTS: tuple[Variant, ...] = (
@@ -349,35 +360,46 @@ VARIANTS: tuple[Variant, ...] = (
     Variant(
         "snntorch",
         SnnTorchNet,
-        "Leaky(reset_delay=False), fast_sigmoid(slope=25) = plain's surrogate. Spike is "
-        "v-1 > 0. Leaky also subtracts when the previous post-reset membrane is still >= 1 "
-        "(its 'avoid double reset' bookkeeping), and its reset term is never detached.",
+        "Leaky(reset_delay=False) so the subtraction happens in the step that fired (the "
+        "default, True, subtracts a step later, undecayed); fast_sigmoid(slope=25) = plain's "
+        "surrogate; spike is v-1 > 0. Its subtraction uses the live spike, so the reset "
+        "gradient is always attached (--reset-grad does not apply), and Leaky's 'avoid double "
+        "reset' bookkeeping differs from the target when a post-reset membrane is still >= 1.",
+        ("snntorch", "snntorch.surrogate"),
     ),
     Variant(
         "spikingjelly",
         SpikingJellyNet,
-        f"LIFNode(decay_input=False, tau={TAU_SJ:.4f}) so 1 - 1/tau = beta; SJ computes "
-        "v - v/tau + x (rounding differs). Spike is v-1 >= 0. SoftSign(alpha=25) has the "
-        "fast-sigmoid shape but 12.5x plain's scale (alpha/2). CPU path: SJ's registered "
-        "sj_lif op (Python loop forward and hand-written backward).",
+        f"LIFNode(decay_input=False, tau={TAU_SJ:.4f}) so that 1 - 1/tau = beta; SJ computes "
+        "v - v/tau + x, not beta*v + x (last-bit rounding differs). Spike is v-1 >= 0. "
+        "SoftSign(alpha=25), SJ's fast sigmoid, is alpha/(2(1+alpha|x|)^2): plain's shape at "
+        "12.5x its scale. On CPU, LIFNode runs SJ's registered sj_lif op (a Python time loop "
+        "forward, a hand-written backward).",
+        ("spikingjelly.activation_based.neuron", "spikingjelly.activation_based.layer"),
     ),
     Variant(
         "norse",
         NorseNet,
-        "LIFBoxCell, dt*tau_mem_inv = 1-beta; norse also scales the input by 1-beta, so the "
-        "copied weights are scaled by 1/(1-beta) (rounding differs). Spike is v-1 > 0. "
-        "method='super': norse 1.1.0 ignores alpha, so the surrogate is 1/(1+|x|)^2 (slope 1).",
+        "LIFBoxCell with dt*tau_mem_inv = 1-beta. Norse scales the input by dt*tau_mem_inv "
+        "too, so the copied weights are scaled by 1/(1-beta) (rounding differs, and Adam's "
+        "steps are 1-beta times smaller in the other variants' units). Spike is v-1 > 0. "
+        "method='super' is the fast sigmoid, but norse 1.1.0's SuperSpike ignores alpha: the "
+        "surrogate is 1/(1+|x|)^2 (slope 1, not 25).",
+        ("norse.torch",),
     ),
     Variant(
         "spikeopt",
         SpikeoptNet,
-        "build_model mlp, fast_sigmoid(alpha=25) = 12.5/(1+25|x|)^2 (unit-area form). Spike is "
-        "v-1 >= 0. The first layer's current is computed once for the stride-0 input.",
+        "build_model mlp; fast_sigmoid(alpha=25) is 12.5/(1+25|x|)^2 (unit-area form, as SJ). "
+        "Spike is v-1 >= 0. The first layer's current is computed once for the stride-0 input "
+        "(the hot path the library is built around, not a dynamics difference).",
+        ("spikeopt.config", "spikeopt.nn", "spikeopt.functional.loss"),
     ),
     Variant(
         "spikeopt-compiled",
         lambda w, d: SpikeoptNet(w, d, compiled=True),
         "torch.compile(model) of the spikeopt variant; loss and Adam stay eager.",
+        ("spikeopt.nn", "torch._inductor.compile_fx"),
     ),
 )
 NAMES = tuple(v.name for v in VARIANTS)
@@ -392,15 +414,37 @@ def _batch_first(s: Tensor, time_dim: int) -> Tensor:
     return s.transpose(0, 1) if time_dim == 0 else s
 
 
-def check(net: BenchNet, out: tuple[Tensor, Tensor], ref: tuple[Tensor, Tensor]) -> dict:
+class Reference(NamedTuple):
+    """plain-torch's spikes (B, T, N) and first weight gradients on the shared weights/batch."""
+
+    s_hidden: Tensor
+    s_out: Tensor
+    g_fc1: Tensor
+    g_fc2: Tensor
+
+
+def weight_grads(net: nn.Module) -> tuple[Tensor | None, Tensor | None]:
+    """The gradients of the two weight matrices, found by shape."""
+    by_shape = {tuple(p.shape): p.grad for p in net.parameters()}
+    return by_shape.get((N_HID, N_IN)), by_shape.get((N_OUT, N_HID))
+
+
+def cosine(g: Tensor | None, ref: Tensor) -> float:
+    """Cosine similarity of a gradient with plain-torch's (scale-free, so surrogate scales
+    and Norse's folded input scaling do not count; shapes and dynamics do)."""
+    if g is None:
+        return float("nan")
+    return F.cosine_similarity(g.flatten(), ref.flatten(), dim=0).item()
+
+
+def check_spikes(net: BenchNet, out: tuple[Tensor, Tensor], ref: Reference) -> dict:
     """Firing rates and agreement with plain-torch's spikes on the same initial weights."""
     s1, s2 = (_batch_first(s, net.time_dim) for s in out)
-    r1, r2 = ref
-    counts, ref_counts = s2.sum(1), r2.sum(1)
+    counts, ref_counts = s2.sum(1), ref.s_out.sum(1)
     return {
         "hidden_rate": s1.float().mean().item(),
         "out_rate": s2.float().mean().item(),
-        "hidden_spikes_equal": (s1 == r1).float().mean().item(),
+        "hidden_spikes_equal": (s1 == ref.s_hidden).float().mean().item(),
         "out_counts_equal": (counts == ref_counts).float().mean().item(),
         "out_counts_max_abs_diff": (counts - ref_counts).abs().max().item(),
     }
@@ -416,10 +460,12 @@ class Running:
     result: dict[str, Any]
     train_rate: Rate = field(default_factory=Rate)
     infer_rate: Rate = field(default_factory=Rate)
-    cpu_share: list[float] = field(default_factory=list)
+    others_cpu: list[float] = field(default_factory=list)
 
 
-def prepare(v: Variant, w: Weights, data: tuple[Tensor, Tensor], ref, args) -> Running:
+def prepare(
+    v: Variant, w: Weights, data: tuple[Tensor, Tensor], ref: Reference, args: argparse.Namespace
+) -> Running:
     """Build a variant, check its spikes, time its first calls, warm it up; note peak memory."""
     x, y = data
     release_memory()
@@ -444,17 +490,19 @@ def prepare(v: Variant, w: Weights, data: tuple[Tensor, Tensor], ref, args) -> R
         return loss.detach()
 
     out, first_infer = timed(infer)  # on the initial weights: the correctness check
-    result: dict[str, Any] = {"status": "ok", "check": check(net, out, ref)}
+    result: dict[str, Any] = {"status": "ok", "check": check_spikes(net, out, ref)}
     del out
     for _ in range(args.warmup):
         infer()
     loss0, first_train = timed(train)  # a cold torch.compile of the training graph, if any
+    g1, g2 = weight_grads(net)  # still the first step's: taken on the initial weights
+    result["check"].update(grad_cos_fc1=cosine(g1, ref.g_fc1), grad_cos_fc2=cosine(g2, ref.g_fc2))
     for _ in range(args.warmup):
         train()
     result.update(
         first_infer_s=first_infer,
         first_train_s=first_train,
-        first_loss=float(loss0),  # type: ignore[arg-type]
+        first_loss=float(loss0),
         peak_rss_mib=peak_rss_mib(),
         delta_rss_mib=peak_rss_mib() - rss0,
         n_params=sum(p.numel() for p in net.parameters()),
@@ -462,19 +510,19 @@ def prepare(v: Variant, w: Weights, data: tuple[Tensor, Tensor], ref, args) -> R
     return Running(v, infer, train, result)
 
 
-def measure_interleaved(running: list[Running], args) -> None:
+def measure_interleaved(running: list[Running], args: argparse.Namespace) -> None:
     """Time ``repeats`` rounds; each round runs one train and one infer window per variant."""
     for _ in range(args.repeats):
         for r in running:
             if r.result["status"] != "ok":
                 continue
             try:
-                rate, share = window(r.train, args.steps)
+                rate, busy = window(r.train, args.steps)
                 r.train_rate.windows.append(rate)
-                r.cpu_share.append(share)
-                rate, share = window(r.infer, args.infer_steps)
+                r.others_cpu.append(busy)
+                rate, busy = window(r.infer, args.infer_steps)
                 r.infer_rate.windows.append(rate)
-                r.cpu_share.append(share)
+                r.others_cpu.append(busy)
             except Exception as e:  # keep the other variants going
                 traceback.print_exc()
                 r.result.update(status="FAILED", reason=f"{type(e).__name__}: {e}")
@@ -485,7 +533,8 @@ def measure_interleaved(running: list[Running], args) -> None:
                 train_windows=r.train_rate.windows,
                 infer_batches_per_s=r.infer_rate.median,
                 infer_windows=r.infer_rate.windows,
-                cpu_share=min(r.cpu_share),
+                others_cpu=max(r.others_cpu),
+                others_cpu_windows=r.others_cpu,
             )
 
 
@@ -493,55 +542,40 @@ def verdict(c: dict) -> str:
     """'ok' when a variant's spikes agree with plain-torch closely enough to trust its timing."""
     if c["hidden_rate"] == 0 or c["out_rate"] == 0:
         return "SILENT"
-    return "ok" if c["hidden_spikes_equal"] >= 0.99 and c["out_counts_equal"] >= 0.9 else "DIFF"
-
-
-def ratio(value: float | None, base: float | None) -> str:
-    return "—" if value is None or not base else f"{value / base:.2f}×"
+    close = c["hidden_spikes_equal"] >= 0.999 and c["out_counts_equal"] >= 0.99
+    return "ok" if close else "DIFF"
 
 
 def table(results: dict[str, dict]) -> str:
     """The markdown table: rates, ratios against SpikingJelly and plain-torch, checks."""
-    ok = {n: r for n, r in results.items() if r["status"] == "ok"}
-    base = {b: ok.get(b) for b in BASELINES}
-    header = [
-        "variant",
-        "train step/s",
-        "vs SJ",
-        "vs plain",
-        "infer batch/s",
-        "vs SJ",
-        "vs plain",
-        "1st call s (infer / train)",
-        "peak ΔRSS MiB",
-        "CPU share",
-        "hidden rate",
-        "out rate",
-        "out counts = plain",
-        "check",
-    ]
-    rows = []
+    base = {b: results[b] for b in BASELINES if results.get(b, {}).get("status") == "ok"}
+
+    def ratios(r: dict, key: str) -> list[str]:
+        return [f"{r[key] / base[b][key]:.2f}×" if b in base else "—" for b in BASELINES]
+
+    header = ["variant", "train step/s", "train vs SJ", "train vs plain", "infer batch/s",
+              "infer vs SJ", "infer vs plain", "1st call s (infer / train)", "peak ΔRSS MiB",
+              "others' CPU", "firing rate (hidden / out)", "same as plain (hidden / counts)",
+              "grad cos (fc1 / fc2)", "check"]  # fmt: skip
+    rows: list[list[object]] = []
     for name, r in results.items():
         if r["status"] != "ok":
             rows.append([name] + ["—"] * (len(header) - 2) + [r["status"]])
             continue
         c = r["check"]
-        tr, inf = r["train_steps_per_s"], r["infer_batches_per_s"]
         rows.append(
             [
                 name,
-                tr,
-                ratio(tr, base["spikingjelly"] and base["spikingjelly"]["train_steps_per_s"]),
-                ratio(tr, base["plain-torch"] and base["plain-torch"]["train_steps_per_s"]),
-                inf,
-                ratio(inf, base["spikingjelly"] and base["spikingjelly"]["infer_batches_per_s"]),
-                ratio(inf, base["plain-torch"] and base["plain-torch"]["infer_batches_per_s"]),
+                r["train_steps_per_s"],
+                *ratios(r, "train_steps_per_s"),
+                r["infer_batches_per_s"],
+                *ratios(r, "infer_batches_per_s"),
                 f"{r['first_infer_s']:.2f} / {r['first_train_s']:.2f}",
                 f"{r['delta_rss_mib']:.0f}",
-                f"{r['cpu_share']:.2f}",
-                f"{c['hidden_rate']:.4f}",
-                f"{c['out_rate']:.4f}",
-                f"{100 * c['out_counts_equal']:.1f}%",
+                f"{r['others_cpu']:.2f}",
+                f"{c['hidden_rate']:.4f} / {c['out_rate']:.4f}",
+                f"{100 * c['hidden_spikes_equal']:.2f}% / {100 * c['out_counts_equal']:.1f}%",
+                f"{c['grad_cos_fc1']:.3f} / {c['grad_cos_fc2']:.3f}",
                 verdict(c),
             ]
         )
@@ -550,33 +584,28 @@ def table(results: dict[str, dict]) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--repeats", type=int, default=5, help="timed windows per measurement")
-    ap.add_argument("--steps", type=int, default=6, help="training steps per window")
-    ap.add_argument(
-        "--infer-steps",
-        type=int,
-        default=None,
-        help="inference batches per window (default: 2 x --steps)",
-    )
-    ap.add_argument("--warmup", type=int, default=2, help="untimed calls before each measurement")
-    ap.add_argument("--only", default=None, help=f"comma-separated subset of: {','.join(NAMES)}")
-    ap.add_argument(
-        "--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)"
-    )
-    ap.add_argument(
+    add = ap.add_argument
+    add("--repeats", type=int, default=7, help="interleaved timing rounds (median over them)")
+    add("--steps", type=int, default=6, help="training steps per window")
+    add("--infer-steps", type=int, help="inference batches per window (default: 2 x --steps)")
+    add("--warmup", type=int, default=2, help="untimed calls of each kind before timing")
+    add("--only", help=f"comma-separated subset of: {','.join(NAMES)}")
+    add("--threads", type=int, help="torch.set_num_threads (default: torch's own choice)")
+    add(
         "--reset-grad",
         choices=("detached", "attached"),
         default="detached",
-        help="gradient through the reset term (spikeopt's default is detached)",
+        help="gradient through the reset term (spikeopt's default: detached)",
     )
-    ap.add_argument(
+    add(
         "--warm-compile-cache",
         action="store_true",
-        help="reuse torch.compile's on-disk cache (default: a fresh one, so the "
-        "first compiled call is a true cold compile)",
+        help="reuse torch.compile's on-disk cache (default: a fresh one: a true cold compile)",
     )
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--json", default=None, help="write the results to this JSON file")
+    add("--wait-quiet", type=float, default=0, metavar="SECONDS",
+        help="first wait up to this long for other processes to leave the CPU idle")  # fmt: skip
+    add("--seed", type=int, default=0, help="seed of the weights and the random batch")
+    add("--json", help="also write the results to this JSON file")
     args = ap.parse_args(argv)
     if args.infer_steps is None:
         args.infer_steps = 2 * args.steps
@@ -589,45 +618,29 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    fresh_cache = None
-    if not args.warm_compile_cache and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
-        fresh_cache = tempfile.mkdtemp(prefix="bench-inductor-")
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = fresh_cache  # read at the first compile
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(args.seed)
+def run_all(args: argparse.Namespace) -> dict[str, dict]:
+    """Prepare every chosen variant in turn, then time them all in interleaved rounds."""
     weights = reference_weights(args.seed)
     x = torch.rand(BATCH, N_IN, generator=torch.Generator().manual_seed(args.seed + 1))
     y = torch.randint(0, N_OUT, (BATCH,), generator=torch.Generator().manual_seed(args.seed + 2))
-    with torch.no_grad():  # the reference spikes every variant is checked against
-        ref = PlainNet(weights, detach_reset=True)(x)
-
-    env = environment(PACKAGES)
-    print(
-        f"# throughput: {N_IN}-{N_HID}-{N_OUT} LIF, T={STEPS_T}, batch {BATCH}, "
-        f"beta={BETA:.4f}, Adam lr {LR}, reset grad {args.reset_grad}"
-    )
-    print(
-        f"torch {env['versions']['torch']}, {env['torch_threads']} threads, {env['cpu']}; "
-        f"windows: {args.repeats} x ({args.steps} train | {args.infer_steps} infer) "
-        f"after {args.warmup} warmup; load average {env['load_average_1min_at_start']:.2f}",
-        flush=True,
-    )
-    if env["load_average_1min_at_start"] > 0.5:
-        print(
-            "WARNING: other processes are using the CPU; rates and ratios are noisy "
-            "(see the CPU share column).",
-            flush=True,
-        )
-    print()
-
+    plain = PlainNet(weights, detach_reset=args.reset_grad == "detached")
+    # Imports and one training step first, so that library imports, the thread pool, BLAS
+    # buffers and what Adam's first step loads lazily are charged to no variant.
+    chosen = [v for v in VARIANTS if not args.only or v.name in args.only]
+    for module in {m for v in chosen for m in v.imports}:
+        with contextlib.suppress(ImportError):  # the variant reports it when it is built
+            importlib.import_module(module)
+    opt = torch.optim.Adam(plain.parameters(), lr=LR)
+    s_hidden, s_out = plain(x)  # what every variant is checked against
+    F.cross_entropy(s_out.sum(1), y).backward()
+    g1, g2 = weight_grads(plain)
+    assert g1 is not None and g2 is not None
+    ref = Reference(s_hidden.detach(), s_out.detach(), g1.clone(), g2.clone())
+    opt.step()
+    del plain, opt
     results: dict[str, dict] = {}
     running: list[Running] = []
-    for v in VARIANTS:
-        if args.only and v.name not in args.only:
-            continue
+    for v in chosen:
         print(f"preparing {v.name} ...", file=sys.stderr, flush=True)
         try:
             running.append(prepare(v, weights, (x, y), ref, args))
@@ -638,19 +651,32 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
             results[v.name] = {"status": "FAILED", "reason": f"{type(e).__name__}: {e}"}
         if results[v.name]["status"] != "ok":
-            r = results[v.name]
-            print(f"  {r['status']}: {r['reason']}", file=sys.stderr, flush=True)
-    print(
-        f"timing {len(running)} variants, {args.repeats} interleaved rounds ...",
-        file=sys.stderr,
-        flush=True,
-    )
+            print(f"  {results[v.name]['status']}: {results[v.name]['reason']}", file=sys.stderr)
+    print(f"timing {len(running)} variants in {args.repeats} rounds ...", file=sys.stderr)
     measure_interleaved(running, args)
-    env["load_average_1min_at_end"] = load_average()
-    if fresh_cache:
-        shutil.rmtree(fresh_cache, ignore_errors=True)
+    return results
 
+
+def report(results: dict[str, dict], env: dict[str, Any], args: argparse.Namespace) -> None:
+    """Print the header, the table and the notes to stdout."""
+    print(
+        f"# throughput: {N_IN}-{N_HID}-{N_OUT} LIF, T={STEPS_T}, batch {BATCH}, "
+        f"beta={BETA:.4f}, Adam lr {LR}, reset gradient {args.reset_grad}\n"
+    )
+    print(
+        f"torch {env['versions']['torch']}, {env['torch_threads']} threads, {env['cpu']}; "
+        f"{args.repeats} rounds of ({args.steps} train steps | {args.infer_steps} inference "
+        f"batches) after {args.warmup} warmup calls; 1-min load average "
+        f"{env['load_average_1min_at_start']:.2f} before the run\n"
+    )
     print(table(results))
+    busiest = max((r["others_cpu"] for r in results.values() if r["status"] == "ok"), default=0)
+    if busiest > 0.1:
+        print(
+            f"\nWARNING: other processes used up to {100 * busiest:.0f}% of the machine "
+            "during a timed window; the rates are noisy (the interleaving keeps the ratios "
+            "fairer). Re-run on a quiet machine for numbers to quote."
+        )
     print("\nNotes (differences from the target dynamics that could not be removed):")
     for v in VARIANTS:
         if v.name in results:
@@ -658,44 +684,51 @@ def main(argv: list[str] | None = None) -> int:
             extra = "" if r["status"] == "ok" else f" [{r['status']}: {r['reason']}]"
             print(f"- {v.name}: {v.note}{extra}")
     print(
-        "- check: spikes of each variant on the shared initial weights vs plain-torch; "
-        "'ok' = >=99% of hidden spikes and >=90% of output counts identical."
-    )
-    print(
-        "- 1st call: the first inference / training call, untimed elsewhere (a cold "
-        "torch.compile for the compiled variant). CPU share: the lowest, over the timed "
-        "windows, of process CPU time / (wall time x threads); well below 1 means other "
-        "processes took the cores."
+        "\nColumns: medians over the rounds; 1st call = the first inference / training call, "
+        "outside the timing (a cold torch.compile for the compiled variant); peak ΔRSS = "
+        "peak resident memory above the variant's starting RSS while it was built, checked "
+        "and warmed up; others' CPU = the largest share of the machine other processes used "
+        "during one of the variant's windows; same as plain = the share of hidden spikes and "
+        "of output counts identical to plain-torch's on the shared initial weights and batch; "
+        "grad cos = cosine of the first step's fc1 / fc2 weight gradients with plain-torch's "
+        "(scale-free: only surrogate shape and reset handling move it); check = ok when >= "
+        "99.9% of hidden spikes and >= 99% of output counts agree, DIFF otherwise, SILENT when "
+        "a layer never fires."
     )
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    fresh_cache = None
+    if not args.warm_compile_cache and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        fresh_cache = tempfile.mkdtemp(prefix="bench-inductor-")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = fresh_cache  # read at the first compile
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    if args.wait_quiet > 0:
+        waited = wait_until_quiet(args.wait_quiet)
+        print(f"waited {waited:.0f} s for a quiet machine", file=sys.stderr)
+    env = environment(PACKAGES)
+    try:
+        results = run_all(args)
+    finally:
+        if fresh_cache:
+            shutil.rmtree(fresh_cache, ignore_errors=True)
+    env["load_average_1min_at_end"] = load_average()
+    report(results, env, args)
     if args.json:
-        config = {k: v for k, v in vars(args).items() if k != "json"}
-        setup = {
-            "n_in": N_IN,
-            "n_hidden": N_HID,
-            "n_out": N_OUT,
-            "T": STEPS_T,
-            "batch": BATCH,
-            "tau_m": TAU_M,
-            "dt": DT,
-            "beta": BETA,
-            "tau_sj": TAU_SJ,
-            "threshold": THRESHOLD,
-            "surrogate_slope": SLOPE,
-            "lr": LR,
-        }
-        notes = {v.name: v.note for v in VARIANTS}
         write_json(
             args.json,
             {
                 "environment": env,
-                "args": config,
-                "setup": setup,
+                "args": {k: v for k, v in vars(args).items() if k != "json"},
+                "setup": {**SETUP, "tau_sj": TAU_SJ},
                 "results": results,
-                "notes": notes,
+                "notes": {v.name: v.note for v in VARIANTS},
             },
         )
-        print(f"\nwrote {args.json}", file=sys.stderr)
+        print(f"wrote {args.json}", file=sys.stderr)
     return 0 if all(r["status"] != "FAILED" for r in results.values()) else 1
 
 
