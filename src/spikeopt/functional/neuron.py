@@ -77,7 +77,7 @@ def li_step(x: Tensor, state: LIFState, p: LIFParams) -> tuple[Tensor, LIFState]
     return v, LIFState(v)
 
 
-def _decay_matrix(beta: float, steps: int, like: Tensor) -> Tensor:
+def decay_matrix(beta: float, steps: int, like: Tensor) -> Tensor:
     """``M[t', t] = beta**(t' - t)`` for ``t' >= t``: a causal exponential filter as a matmul."""
     t = torch.arange(steps, device=like.device, dtype=like.dtype)
     diff = t[:, None] - t[None, :]
@@ -98,7 +98,7 @@ def li_sequence(current: Tensor, p: LIFParams, steps: int | None = None) -> Tens
             v, state = li_step(current[:, t], state, p)
             out.append(v)
         return torch.stack(out, 1)
-    m = _decay_matrix(p.beta, current.shape[1], current)  # (T, T), M[t, s] = beta^(t-s)
+    m = decay_matrix(p.beta, current.shape[1], current)  # (T, T), M[t, s] = beta^(t-s)
     return p.v_rest + m @ current  # broadcast over B: (T, T) @ (B, T, N)
 
 
@@ -150,7 +150,7 @@ class _FusedLIF(torch.autograd.Function):
             # g_u[t] = (g_v[t] + g_s[t] sg[t]) + beta g_u[t+1]: a reverse exponential filter,
             # i.e. one (T, T) @ (T, B*N) matmul instead of a loop.
             d = direct.add_(g_v) if g_v is not None else direct
-            m = _decay_matrix(float(p.beta), steps, u_all)  # M[t', t] = beta^(t'-t)
+            m = decay_matrix(float(p.beta), steps, u_all)  # M[t', t] = beta^(t'-t)
             g_u = (m.T @ d.reshape(steps, -1)).view_as(u_all)
         else:
             g_u = torch.empty_like(u_all)

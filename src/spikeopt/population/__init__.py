@@ -1,0 +1,39 @@
+"""Evaluate P perturbed copies of a model in batched tensor ops (DESIGN.md: population).
+
+``evaluate(model, perturbation, batch, loss) -> fitness (P,)`` runs every member on the same
+minibatch; ``estimate(params, perturbation, weights) -> gradient`` regenerates the same noise to
+turn shaped fitness into a search-gradient. Nothing population-sized is ever stored.
+"""
+
+from spikeopt.population.evaluate import DEFAULT_MEMORY_MB, chunk_size, evaluate
+from spikeopt.population.layers import supports
+from spikeopt.population.noise import (
+    MODES,
+    PAIRS_PER_BLOCK,
+    Noise,
+    Perturbation,
+    estimate,
+    materialize,
+    perturbed,
+)
+from spikeopt.population.shaping import SHAPINGS, Shaping, get_shaping, tie_fraction
+from spikeopt.population.vmap import RANDOMNESS
+
+__all__ = [
+    "DEFAULT_MEMORY_MB",
+    "MODES",
+    "PAIRS_PER_BLOCK",
+    "RANDOMNESS",
+    "SHAPINGS",
+    "Noise",
+    "Perturbation",
+    "Shaping",
+    "chunk_size",
+    "estimate",
+    "evaluate",
+    "get_shaping",
+    "materialize",
+    "perturbed",
+    "supports",
+    "tie_fraction",
+]

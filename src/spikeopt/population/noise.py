@@ -1,0 +1,214 @@
+"""Perturbation noise: regenerated from ``(seed, generation, member)``, never stored whole.
+
+Member ``m`` of a population of ``P`` (even) is ``theta_m = theta + sigma * s_m * eps_k`` with
+pair ``k = m // 2`` and sign ``s_m = +1`` for even ``m``, ``-1`` for odd ``m`` (antithetic
+pairs). Per parameter ``p``:
+
+* ``mode='full'``, or any parameter with fewer than 2 dims (biases, per-neuron tau or
+  threshold, batch-norm affine): ``eps_k ~ N(0, 1)`` shaped like ``p``.
+* ``mode='lowrank'`` and ``p.dim() >= 2``: ``eps_k = A_k B_k^T`` with ``A_k`` (out, r) ~
+  N(0, 1/r) and ``B_k`` (in, r) ~ N(0, 1), where ``out = p.shape[0]`` and ``in`` is the product
+  of the other dims (a conv kernel is flattened to (C_out, C_in*k*k)). The 1/r variance of A
+  gives every entry of ``A B^T`` unit variance, so ``sigma`` means the same in both modes.
+  For ``nn.Linear`` (``y = x W^T``) the member's output is ``x W^T + sigma (x B) A^T``.
+
+Pairs are produced in blocks of :data:`PAIRS_PER_BLOCK`; each (block, parameter) draws from its
+own ``torch.Generator`` seeded by a hash of ``(seed, generation, block, parameter index)``. So a
+member's noise does not depend on how the population is chunked, any worker can regenerate any
+member from four integers (distributed ES ships seeds, not noise), and at most one block is
+held in memory at a time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from spikeopt.config import ConfigError, choose
+
+MODES: tuple[str, ...] = ("lowrank", "full")
+PAIRS_PER_BLOCK = 8  # few generator seedings per generation, little waste for tiny populations
+
+# Per-parameter noise for a run of pairs or members: a full tensor E (K, *p.shape), or the
+# low-rank factors (A (K, out, r), B (K, in, r)).
+Eps = Tensor | tuple[Tensor, Tensor]
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """How one generation's population is spread around the centre parameters."""
+
+    population: int
+    sigma: float
+    rank: int = 1
+    mode: str = "lowrank"
+    seed: int = 0
+    generation: int = 0
+
+    def __post_init__(self) -> None:
+        choose("es.mode", self.mode, MODES)
+        if self.population < 2 or self.population % 2:
+            raise ConfigError(
+                f"es.population must be even and >= 2 (antithetic pairs), got {self.population}"
+            )
+        if not self.sigma > 0:
+            raise ConfigError(f"es.sigma must be > 0, got {self.sigma}")
+        if self.rank < 1:
+            raise ConfigError(f"es.rank must be >= 1, got {self.rank}")
+
+
+def perturbed(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """The parameters ES perturbs: every trainable one, in ``named_parameters`` order."""
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def _mix(*values: int) -> int:
+    """A 63-bit seed from integers (splitmix64 finaliser chained over the values)."""
+    h = 0x9E3779B97F4A7C15
+    for v in values:
+        h = (h ^ (v & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        h = (h ^ (h >> 31)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 29
+    return h >> 1
+
+
+def lowrank_shape(p: Tensor) -> tuple[int, int]:
+    """(out, in) of the matrix view of a >= 2-dim parameter."""
+    return p.shape[0], math.prod(p.shape[1:])
+
+
+class Noise:
+    """The noise of one generation, produced block by block; only the last block is kept."""
+
+    def __init__(self, params: Sequence[Tensor], pert: Perturbation) -> None:
+        self.params, self.pert = list(params), pert
+        self.lowrank = [pert.mode == "lowrank" and p.dim() >= 2 for p in params]
+        self._cached: tuple[int, list[Eps]] | None = None
+
+    def _block(self, b: int) -> list[Eps]:
+        """Pair noise of block ``b``: one entry per parameter, leading axis PAIRS_PER_BLOCK."""
+        if self._cached is not None and self._cached[0] == b:
+            return self._cached[1]
+        pert, k = self.pert, PAIRS_PER_BLOCK
+        out: list[Eps] = []
+        for j, (p, low) in enumerate(zip(self.params, self.lowrank)):
+            g = torch.Generator(device=p.device)
+            g.manual_seed(_mix(pert.seed, pert.generation, b, j))
+
+            def randn(*shape: int, g: torch.Generator = g, p: Tensor = p) -> Tensor:
+                return torch.randn(shape, generator=g, device=p.device, dtype=p.dtype)
+
+            if low:
+                n_out, n_in = lowrank_shape(p)
+                a = randn(k, n_out, pert.rank) / math.sqrt(pert.rank)
+                out.append((a, randn(k, n_in, pert.rank)))
+            else:
+                out.append(randn(k, *p.shape))
+        self._cached = (b, out)
+        return out
+
+    def pairs(self, k0: int, k1: int) -> list[Eps]:
+        """Noise of pairs ``k0 .. k1-1`` (leading axis ``k1 - k0``)."""
+        parts = []
+        for b in range(k0 // PAIRS_PER_BLOCK, (k1 - 1) // PAIRS_PER_BLOCK + 1):
+            lo = max(k0 - b * PAIRS_PER_BLOCK, 0)
+            hi = min(k1 - b * PAIRS_PER_BLOCK, PAIRS_PER_BLOCK)
+            parts.append([_slice(e, lo, hi) for e in self._block(b)])
+        return [_cat([part[j] for part in parts]) for j in range(len(self.params))]
+
+    def members(self, m0: int, m1: int) -> ChunkNoise:
+        """Signed noise of members ``m0 .. m1-1``, ready for a batched forward pass."""
+        k0, k1 = m0 // 2, (m1 + 1) // 2
+        lo, hi = m0 - 2 * k0, m1 - 2 * k0
+        eps: list[Eps] = []
+        for e in self.pairs(k0, k1):
+            if isinstance(e, tuple):  # the sign goes on A only: (-A) B^T = -(A B^T)
+                a, b = e
+                eps.append((_signed(a)[lo:hi], b.repeat_interleave(2, 0)[lo:hi]))
+            else:
+                eps.append(_signed(e)[lo:hi])
+        return ChunkNoise(self.params, eps, self.pert.sigma)
+
+
+class ChunkNoise:
+    """Member noise of one chunk, looked up by parameter: what the batched layers read."""
+
+    def __init__(self, params: list[Tensor], eps: list[Eps], sigma: float) -> None:
+        self.sigma = sigma
+        self.size = _len(eps[0]) if eps else 0
+        self._index = {id(p): j for j, p in enumerate(params)}
+        self._params, self._eps = params, eps
+
+    def __getitem__(self, p: Tensor | None) -> Eps | None:
+        """The noise of parameter ``p`` (None when ``p`` is not perturbed or is None)."""
+        j = self._index.get(id(p)) if p is not None else None
+        return None if j is None else self._eps[j]
+
+    def weights(self, p: Tensor) -> Tensor:
+        """Member values ``p + sigma * eps`` (c, *p.shape); ``p`` broadcast if not perturbed."""
+        e = self[p]
+        if e is None:
+            return p.unsqueeze(0).expand(max(self.size, 1), *p.shape)
+        if isinstance(e, tuple):
+            a, b = e
+            e = (a @ b.transpose(1, 2)).view(-1, *p.shape)
+        return p + self.sigma * e
+
+
+def _signed(e: Tensor) -> Tensor:
+    """Pairs (K, ...) -> members (2K, ...): +e, -e, +e, -e ..."""
+    return torch.stack((e, -e), 1).flatten(0, 1)
+
+
+def _slice(e: Eps, lo: int, hi: int) -> Eps:
+    return (e[0][lo:hi], e[1][lo:hi]) if isinstance(e, tuple) else e[lo:hi]
+
+
+def _cat(parts: list[Eps]) -> Eps:
+    if len(parts) == 1:
+        return parts[0]
+    if isinstance(parts[0], tuple):
+        return (torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))  # type: ignore[index]
+    return torch.cat(parts)  # type: ignore[arg-type]
+
+
+def _len(e: Eps) -> int:
+    return e[0].shape[0] if isinstance(e, tuple) else e.shape[0]
+
+
+def estimate(params: Sequence[Tensor], pert: Perturbation, weights: Tensor) -> list[Tensor]:
+    """The search-gradient ``1/(P sigma) sum_m w_m s_m eps_m``, one tensor per parameter.
+
+    ``weights`` (P,) are shaped fitnesses (higher is better), so the result points uphill in
+    fitness. The noise is regenerated block by block: nothing population-sized is kept.
+    Antithetic pairs enter as ``(w_2k - w_2k+1) eps_k``.
+    """
+    if weights.shape != (pert.population,):
+        raise ValueError(f"weights must be ({pert.population},), got {tuple(weights.shape)}")
+    noise = Noise(params, pert)
+    grads = [torch.zeros_like(p) for p in params]
+    for k0 in range(0, pert.population // 2, PAIRS_PER_BLOCK):
+        k1 = min(k0 + PAIRS_PER_BLOCK, pert.population // 2)
+        w = weights[2 * k0 : 2 * k1]
+        diff = w[0::2] - w[1::2]  # (K,)
+        for g, p, e in zip(grads, params, noise.pairs(k0, k1)):
+            d = diff.to(p.device, p.dtype)
+            if isinstance(e, tuple):
+                a, b = e  # sum_k d_k A_k B_k^T as one matmul: (out, K r) @ (K r, in)
+                da = (a * d[:, None, None]).permute(1, 0, 2).flatten(1)
+                g += (da @ b.transpose(1, 2).flatten(0, 1)).view_as(p)
+            else:
+                g += torch.tensordot(d, e, dims=1)
+    scale = 1.0 / (pert.population * pert.sigma)
+    return [g.mul_(scale) for g in grads]
+
+
+def materialize(model: nn.Module, pert: Perturbation, member: int) -> dict[str, Tensor]:
+    """One member's perturbed parameters by name (for checks and debugging: P-fold memory)."""
+    named = perturbed(model)
+    chunk = Noise([p for _, p in named], pert).members(member, member + 1)
+    return {n: chunk.weights(p)[0] for n, p in named}

@@ -1,0 +1,130 @@
+"""The es method: schedules, update cap, NaN handling, metrics, learning, exact resume."""
+
+import csv
+import math
+
+import pytest
+import torch
+
+from spikeopt import api
+from spikeopt.config import Config, ConfigError, ESConfig, apply
+from spikeopt.methods import es as es_module
+from spikeopt.methods.es import ES, cap_update, sigma_at
+from spikeopt.train.loop import build, train
+
+TINY = {"es.population": 16, "model.hidden": [32], "encoder.steps": 4, "trainer.epochs": 3,
+        "trainer.steps_per_epoch": 4, "trainer.progress": False, "data.batch_size": 64}  # fmt: skip
+
+
+def test_sigma_schedules():
+    assert sigma_at(500, ESConfig(sigma=0.1)) == 0.1
+    exp = ESConfig(sigma=0.1, sigma_schedule="exponential", sigma_decay=0.5, sigma_floor=0.02)
+    assert [sigma_at(s, exp) for s in (0, 1, 2, 3)] == pytest.approx([0.1, 0.05, 0.025, 0.02])
+    lin = ESConfig(sigma=0.1, sigma_schedule="linear", sigma_steps=4, sigma_floor=0.02)
+    assert [sigma_at(s, lin) for s in (0, 2, 4, 9)] == pytest.approx([0.1, 0.06, 0.02, 0.02])
+
+
+def test_cap_update_scales_the_applied_change_only():
+    p = torch.nn.Parameter(torch.tensor([3.0, 4.0]))
+    before = [torch.zeros(2)]
+    assert cap_update([p], before, 1.0) == pytest.approx(1.0)
+    assert torch.allclose(p.detach(), torch.tensor([0.6, 0.8]))
+    assert cap_update([p], before, 0.0) == pytest.approx(1.0)  # 0 = off: untouched
+
+
+@pytest.mark.parametrize(
+    ("over", "match"),
+    [({"es.population": 15}, "even"), ({"es.mode": "dense"}, "es.mode"),
+     ({"es.shaping": "rank"}, "centered_rank, zscore, raw"), ({"es.sigma": -1.0}, "es.sigma"),
+     ({"es.sigma_schedule": "cosine"}, "constant, exponential, linear"),
+     ({"es.sigma_schedule": "linear", "es.sigma_floor": 0.0}, "es.sigma_floor"),
+     ({"es.vmap_randomness": "all"}, "same, different"), ({"es.max_update": -1.0}, "max_update")],
+)  # fmt: skip
+def test_bad_es_settings_fail_before_training(tmp_path, over, match):
+    cfg = api.resolve("digits-es", {**TINY, **over})
+    with pytest.raises(ConfigError, match=match):
+        train(cfg, tmp_path / "x", quiet=True)
+    assert not (tmp_path / "x").exists()
+
+
+def _experiment(**over):
+    exp = build(api.resolve("digits-es", {**TINY, **over}))
+    x, y = exp.data.x_train[:64], exp.data.y_train[:64]
+    return exp, (exp.encode(x, None), y)
+
+
+def test_step_reports_the_population_and_centre_metrics():
+    exp, batch = _experiment(**{"es.max_update": 1e-3})
+    before = [p.detach().clone() for p in exp.model.parameters()]
+    state, metrics = exp.method.step(exp.state, batch)
+    assert state.step == 1
+    for key in ("loss", "acc", "grad_norm", "update_norm", "sigma", "fit_mean", "fit_std",
+                "fit_min", "fit_max", "fit_ties", "nonfinite", "layer0_rate"):  # fmt: skip
+        assert math.isfinite(metrics[key]), key
+    assert metrics["fit_min"] <= metrics["fit_mean"] <= metrics["fit_max"] < 0
+    assert metrics["nonfinite"] == 0 and metrics["update_norm"] == pytest.approx(1e-3)
+    change = torch.cat([(p.detach() - b).flatten() for p, b in zip(exp.model.parameters(), before)])
+    assert float(change.norm()) == pytest.approx(1e-3, rel=1e-4)  # max_update caps the change
+
+
+def test_nan_members_rank_worst_and_are_counted(monkeypatch):
+    exp, batch = _experiment()
+    real = es_module.evaluate
+
+    def with_nans(*args, **kwargs):
+        f = real(*args, **kwargs)
+        f[[0, 3, 5]] = torch.tensor([float("nan"), float("inf"), -float("inf")], dtype=f.dtype)
+        return f
+
+    monkeypatch.setattr(es_module, "evaluate", with_nans)
+    _, metrics = exp.method.step(exp.state, batch)
+    assert metrics["nonfinite"] == 3 and math.isfinite(metrics["fit_mean"])
+    assert all(torch.isfinite(p).all() for p in exp.model.parameters())
+
+
+def test_generation_noise_depends_on_the_step_and_the_seeds():
+    cfg = apply(Config(), {"method.name": "es"})
+    a, b = ES(cfg, None).perturbation(3), ES(cfg, None).perturbation(4)  # type: ignore[arg-type]
+    c = ES(apply(cfg, {"es.noise_seed": 1}), None).perturbation(3)  # type: ignore[arg-type]
+    d = ES(apply(cfg, {"trainer.seed": 1}), None).perturbation(3)  # type: ignore[arg-type]
+    assert a.generation == 3 and len({a.seed, c.seed, d.seed}) == 3 and a.seed == b.seed
+
+
+def test_digits_es_learns_well_above_chance():
+    over = {"es.population": 64, "model.hidden": [64], "trainer.epochs": 2,
+            "trainer.steps_per_epoch": 15, "data.batch_size": 128}  # fmt: skip
+    summary = api.run("digits-es", over, quiet=True)
+    assert summary["test_acc"] > 0.5  # chance is 0.10
+    assert summary["iterations"] == 30
+
+
+class Crash(Exception):
+    pass
+
+
+def _crash_after(epoch):
+    def cb(row):
+        if row["epoch"] == epoch:
+            raise Crash
+
+    return cb
+
+
+@pytest.mark.parametrize(
+    "extra", [{}, {"encoder.kind": "rate", "data.normalize": False, "model.dropout": 0.2,
+                   "es.sigma_schedule": "exponential", "es.sigma_decay": 0.9}],
+)  # fmt: skip
+def test_es_resume_continues_exactly(tmp_path, extra):
+    over = {**TINY, "trainer.epochs": 4, **extra}
+    full = api.run("digits-es", over, out=tmp_path / "full", quiet=True)
+    with pytest.raises(Crash):
+        api.run("digits-es", over, out=tmp_path / "cut", quiet=True, callbacks=[_crash_after(2)])
+    resumed = api.run("digits-es", out=tmp_path / "cut", resume=True, quiet=True)
+    for key in ("test_acc", "train_acc", "test_loss", "best_test_acc", "iterations"):
+        assert resumed[key] == full[key], key
+    rows = [list(csv.DictReader((tmp_path / d / "metrics.csv").open())) for d in ("full", "cut")]
+    drop = {"wall_s"}
+    assert [{k: v for k, v in r.items() if k not in drop} for r in rows[1]] == [
+        {k: v for k, v in r.items() if k not in drop} for r in rows[0]
+    ]
+    assert "train_fit_ties" in rows[0][0] and "train_update_norm" in rows[0][0]

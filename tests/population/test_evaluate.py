@@ -1,0 +1,149 @@
+"""Batched population evaluation equals a loop over materialised members, for every layer."""
+
+import pytest
+import torch
+from torch.func import functional_call
+
+from spikeopt.config import Config, ConfigError, apply
+from spikeopt.functional.loss import Loss, make_loss
+from spikeopt.nn import build_model
+from spikeopt.population import Perturbation, chunk_size, evaluate, materialize, supports
+from spikeopt.population.layers import Context, snn_forward
+from spikeopt.population.noise import Noise, perturbed
+
+ARCHS = {
+    "mlp": {"model.hidden": [16]},
+    "mlp-li": {"model.hidden": [16], "model.readout": "li", "loss.name": "ce_mean"},
+    "mlp2-rate-reg": {"model.hidden": [12, 10], "loss.rate_reg": 1.0, "loss.name": "mse_count"},
+    "mlp-zero-reset": {"model.hidden": [16], "neuron.reset": "zero", "neuron.v_rest": 0.1},
+    "learn-tau-threshold": {"model.hidden": [16], "neuron.learn_tau": True,
+                            "neuron.learn_threshold": True},
+    "rsnn": {"model.arch": "rsnn", "model.hidden": [12], "model.readout": "li",
+             "loss.name": "ce_max"},
+    "conv-bn": {"model.arch": "conv", "model.channels": [4], "model.hidden": [8],
+                "model.norm": "batch"},
+    "conv2-max": {"model.arch": "conv", "model.channels": [4, 3], "model.hidden": [8],
+                  "model.pool": "max", "model.neurons_per_class": 2},
+}  # fmt: skip
+
+
+def _setup(arch, encoding, seed=0):
+    torch.manual_seed(seed)
+    cfg = apply(Config(), ARCHS[arch])
+    model = build_model(cfg, (1, 8, 8), 10).double()
+    loss = make_loss(cfg.loss, cfg.model.neurons_per_class)
+    x = torch.rand(6, 1, 8, 8, dtype=torch.float64)
+    if encoding == "static":  # stride-0 time axis: the shared current is computed once
+        xt = (3 * x).unsqueeze(1).expand(6, 5, 1, 8, 8)
+    else:
+        xt = (torch.rand(6, 5, 1, 8, 8, dtype=torch.float64) < x.unsqueeze(1)).double()
+    return model, loss, (xt, torch.randint(0, 10, (6,)))
+
+
+def _member_loop(model, loss, pert, batch):
+    """The naive reference: materialise each member's weights and run the plain model."""
+    out = []
+    for m in range(pert.population):
+        with torch.no_grad():
+            spikes, mems = functional_call(model, materialize(model, pert, m), (batch[0],))
+            out.append(-loss(spikes, mems, batch[1])[0])
+    return torch.stack(out)
+
+
+@pytest.mark.parametrize("mode", ["lowrank", "full"])
+@pytest.mark.parametrize("encoding", ["static", "rate"])
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_batched_fitness_equals_member_loop(arch, encoding, mode):
+    model, loss, batch = _setup(arch, encoding)
+    assert supports(model)
+    pert = Perturbation(population=10, sigma=0.1, rank=2, mode=mode, seed=3, generation=1)
+    fitness = evaluate(model, pert, batch, loss, chunk=4)  # chunks of 4, 4, 2
+    expected = _member_loop(model, loss, pert, batch)
+    torch.testing.assert_close(fitness, expected, rtol=1e-9, atol=1e-9)
+    assert fitness.unique().numel() > 1  # the members really differ
+
+
+@pytest.mark.parametrize("arch", ["mlp2-rate-reg", "rsnn", "conv2-max"])
+def test_every_layer_matches_the_plain_model(arch):
+    model, _, (x, _) = _setup(arch, "rate")
+    pert = Perturbation(population=4, sigma=0.1, rank=1, seed=1)
+    chunk = Noise([p for _, p in perturbed(model)], pert).members(0, 4)
+    spikes, mems = snn_forward(model, x, Context(chunk), keep_hidden=True)
+    for m in range(4):
+        with torch.no_grad():
+            ref_s, ref_v = functional_call(model, materialize(model, pert, m), (x,))
+        for layer, (s, v) in enumerate(zip(ref_s, ref_v)):
+            torch.testing.assert_close(spikes[layer][m], s, rtol=1e-9, atol=1e-9)  # LI: v
+            torch.testing.assert_close(mems[layer][m], v, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("arch", ["mlp2-rate-reg", "conv2-max"])
+def test_dropout_mask_is_shared_by_all_members(arch):
+    model, loss, batch = _setup(arch, "rate")
+    model.dropout = 0.3  # training mode: one mask per sample and neuron, for every member
+    pert = Perturbation(population=6, sigma=0.1)
+    torch.manual_seed(123)
+    fitness = evaluate(model, pert, batch, loss, chunk=4)
+    expected = []
+    for m in range(6):
+        torch.manual_seed(123)  # the plain model draws the same mask from the same RNG state
+        with torch.no_grad():
+            spikes, mems = functional_call(model, materialize(model, pert, m), (batch[0],))
+            expected.append(-loss(spikes, mems, batch[1])[0])
+    torch.testing.assert_close(fitness, torch.stack(expected), rtol=1e-9, atol=1e-9)
+
+
+def test_static_input_current_is_computed_once_per_generation():
+    model, _, (x, _) = _setup("mlp", "static")
+    noise = Noise([p for _, p in perturbed(model)], Perturbation(8, 0.1))
+    ctx = Context(noise.members(0, 4))
+    snn_forward(model, x, ctx)
+    base = ctx.shared[("linear", id(model.layers[0].fc))]
+    assert base.shape == (6, 16)  # (B, N): one step, not T steps
+    snn_forward(model, x, Context(noise.members(4, 8), ctx.shared))
+    assert ctx.shared[("linear", id(model.layers[0].fc))] is base  # reused by the next chunk
+
+
+def test_chunking_does_not_change_fitness():
+    model, loss, batch = _setup("mlp", "rate")
+    pert = Perturbation(population=20, sigma=0.1, seed=5)
+    whole = evaluate(model, pert, batch, loss, chunk=20)
+    for chunk in (2, 6, 0):
+        assert torch.equal(evaluate(model, pert, batch, loss, chunk=chunk), whole)
+
+
+def test_auto_chunk_size_fits_the_reference_network_and_the_budget():
+    cfg = apply(Config(), {"model.hidden": [256]})
+    model = build_model(cfg, (784,), 10)  # the reference network: 784-256-10, T=25, B=128
+    x = torch.rand(128, 784).unsqueeze(1).expand(128, 25, 784)
+    n = chunk_size(model, x, 512, memory_mb=1024)
+    assert 32 <= n <= 64 and n % 2 == 0
+    assert chunk_size(model, x, 64, memory_mb=1024) == 32  # two equal chunks, not 48 + 16
+    assert chunk_size(model, x[:4], 512, memory_mb=1024) == 64  # never beyond cache-friendly
+    assert chunk_size(model, x, 512, memory_mb=1) == 2
+    assert chunk_size(model, x, 8, memory_mb=1e6) == 8
+
+
+def test_nonfinite_members_pass_through_as_nan():
+    model, loss, batch = _setup("mlp-li", "static")
+    with torch.no_grad():
+        model.layers[-1].fc.bias[0] = float("nan")
+    fitness = evaluate(model, Perturbation(4, 0.1), batch, loss)
+    assert torch.isnan(fitness).all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"population": 7}, "even"), ({"population": 0}, "even"), ({"sigma": 0.0}, "sigma"),
+     ({"rank": 0}, "rank"), ({"mode": "dense"}, "lowrank, full")],
+)  # fmt: skip
+def test_bad_perturbation_settings(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        Perturbation(**{"population": 4, "sigma": 0.1, **kwargs})
+
+
+def test_loss_with_population_axis_is_used_as_is():
+    model, _, batch = _setup("mlp-li", "static")
+    loss = Loss("ce_mean")
+    fitness = evaluate(model, Perturbation(6, 0.05), batch, loss)
+    assert fitness.shape == (6,) and fitness.dtype == torch.float64

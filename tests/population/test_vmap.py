@@ -1,0 +1,68 @@
+"""The vmap fallback for any nn.Module: equals a member loop; random ops 'same' or 'different'."""
+
+import pytest
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from spikeopt.config import ConfigError
+from spikeopt.population import Perturbation, evaluate, materialize, supports
+
+
+class Net(nn.Module):
+    """A non-spiking module with a (B, T, N) output, optionally a random op and batch norm."""
+
+    def __init__(self, noisy: bool = False, norm: bool = False):
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+        self.bn = nn.BatchNorm1d(3) if norm else None
+        self.noisy = noisy
+
+    def forward(self, x):
+        out = self.fc(x)  # (B, T, 3)
+        if self.bn is not None:
+            out = self.bn(out.transpose(1, 2)).transpose(1, 2)
+        if self.noisy:  # a random op whose draw dominates the loss
+            out = 1e-6 * out + torch.rand_like(out)
+        return [out], [out]
+
+
+def _loss(spikes, mems, y):
+    return spikes[-1].pow(2).mean((-3, -2, -1)), None
+
+
+def _batch():
+    torch.manual_seed(0)
+    return torch.randn(8, 5, 4), torch.zeros(8, dtype=torch.long)
+
+
+@pytest.mark.parametrize("norm", [False, True])
+def test_vmap_fitness_equals_member_loop(norm):
+    model, batch = Net(norm=norm), _batch()
+    assert not supports(model)
+    pert = Perturbation(population=6, sigma=0.2, rank=2)
+    running = None if model.bn is None else model.bn.running_mean.clone()
+    fitness = evaluate(model, pert, batch, _loss, chunk=4)
+    if running is not None:  # each member updated its own copy of the buffers
+        assert torch.equal(model.bn.running_mean, running)
+    for m in range(6):
+        with torch.no_grad():
+            spikes, mems = functional_call(model, materialize(model, pert, m), (batch[0],))
+        assert fitness[m].item() == pytest.approx(-_loss(spikes, mems, None)[0].item(), rel=1e-5)
+
+
+def test_randomness_same_gives_every_member_the_same_draw():
+    model, batch = Net(noisy=True), _batch()
+    fitness = evaluate(model, Perturbation(8, 0.1), batch, _loss, chunk=2, randomness="same")
+    assert fitness.max() - fitness.min() < 1e-4  # one draw across members and chunks
+
+
+def test_randomness_different_gives_every_member_its_own_draw():
+    model, batch = Net(noisy=True), _batch()
+    fitness = evaluate(model, Perturbation(8, 0.1), batch, _loss, chunk=4, randomness="different")
+    assert fitness.unique().numel() == 8
+
+
+def test_randomness_must_be_named():
+    with pytest.raises(ConfigError, match="same, different"):
+        evaluate(Net(), Perturbation(2, 0.1), _batch(), _loss, randomness="error")
