@@ -11,6 +11,7 @@ from spikeopt.config import Config, ConfigError, ESConfig, apply
 from spikeopt.methods import es as es_module
 from spikeopt.methods.es import ES, cap_update, sigma_at
 from spikeopt.train.loop import build, train
+from tests.helpers import Crash, crash_after
 
 TINY = {"es.population": 16, "model.hidden": [32], "encoder.steps": 4, "trainer.epochs": 3,
         "trainer.steps_per_epoch": 4, "trainer.progress": False, "data.batch_size": 64}  # fmt: skip
@@ -98,18 +99,6 @@ def test_digits_es_learns_well_above_chance():
     assert summary["iterations"] == 30
 
 
-class Crash(Exception):
-    pass
-
-
-def _crash_after(epoch):
-    def cb(row):
-        if row["epoch"] == epoch:
-            raise Crash
-
-    return cb
-
-
 @pytest.mark.parametrize(
     "extra", [{}, {"encoder.kind": "rate", "data.normalize": False, "model.dropout": 0.2,
                    "es.sigma_schedule": "exponential", "es.sigma_decay": 0.9}],
@@ -118,7 +107,7 @@ def test_es_resume_continues_exactly(tmp_path, extra):
     over = {**TINY, "trainer.epochs": 4, **extra}
     full = api.run("digits-es", over, out=tmp_path / "full", quiet=True)
     with pytest.raises(Crash):
-        api.run("digits-es", over, out=tmp_path / "cut", quiet=True, callbacks=[_crash_after(2)])
+        api.run("digits-es", over, out=tmp_path / "cut", quiet=True, callbacks=[crash_after(2)])
     resumed = api.run("digits-es", out=tmp_path / "cut", resume=True, quiet=True)
     for key in ("test_acc", "train_acc", "test_loss", "best_test_acc", "iterations"):
         assert resumed[key] == full[key], key

@@ -10,6 +10,7 @@ from spikeopt import api
 from spikeopt.config import Config, ConfigError, NeuronConfig, SchedConfig, apply
 from spikeopt.train.loop import train
 from spikeopt.train.schedules import LR_SCHEDULES, alpha_at, build_lr_scheduler
+from tests.helpers import Crash, crash_after
 
 FAST = {
     "encoder.steps": 8,
@@ -67,18 +68,6 @@ def test_outputs_are_complete_and_loadable(tmp_path):
     assert (out / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
-class Crash(Exception):
-    pass
-
-
-def _crash_after(epoch):
-    def cb(row):
-        if row["epoch"] == epoch:
-            raise Crash
-
-    return cb
-
-
 @pytest.mark.parametrize(
     "extra",
     [
@@ -101,7 +90,7 @@ def test_resume_continues_exactly(tmp_path, extra):
             over,
             out=tmp_path / "cut",
             quiet=True,
-            callbacks=[_crash_after(2)],
+            callbacks=[crash_after(2)],
         )
     resumed = api.run("digits-mlp-surrogate", out=tmp_path / "cut", resume=True, quiet=True)
     for key in ("test_acc", "train_acc", "test_loss", "best_test_acc", "iterations"):

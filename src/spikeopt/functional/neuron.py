@@ -190,9 +190,16 @@ def lif_sequence(
     if fixed and not torch.compiler.is_compiling():
         s, v = _FusedLIF.apply(current, n_steps, p, spike_fn)
         return s, v
+    return lif_step_loop(current, p, spike_fn, n_steps, const)
+
+
+def lif_step_loop(
+    current: Tensor, p: LIFParams, spike_fn: Surrogate, steps: int, const: bool
+) -> tuple[Tensor, Tensor]:
+    """The reference: ``lif_step`` T times under autograd; time is dim 1 unless ``const``."""
     state = lif_init(current if const else current[:, 0], p)
     spikes, mems = [], []
-    for t in range(n_steps):
+    for t in range(steps):
         s, state = lif_step(current if const else current[:, t], state, p, spike_fn)
         spikes.append(s)
         mems.append(state.v)

@@ -22,7 +22,13 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from spikeopt.functional.neuron import LIFParams, LIFState, decay_matrix, li_step, lif_step
+from spikeopt.functional.neuron import (
+    LIFParams,
+    LIFState,
+    decay_matrix,
+    li_step,
+    lif_step_loop,
+)
 from spikeopt.functional.surrogate import Surrogate
 
 # Elements one step of a tile touches per tensor (~256 kB): drive, membrane and spikes stay in
@@ -49,7 +55,7 @@ def lif_run(
     static = current.dim() == 3
     c, rows = current.shape[0], current.shape[1:] if static else current.shape[2:]
     if isinstance(p.beta, Tensor) or isinstance(p.v_threshold, Tensor):
-        return _reference_loop(current, p, spike_fn, steps, static)
+        return lif_step_loop(current, p, spike_fn, steps, static)
     shape = (c, steps, *rows)
     new = out or (lambda _, size: current.new_empty(size))
     spikes = new("spikes", shape)
@@ -77,19 +83,6 @@ def _loop(drive: Tensor, spikes: Tensor, mems: Tensor | None, p: LIFParams, stat
             v.masked_fill_(fired.bool(), p.v_reset)
         if mems is not None:
             mems[:, t] = v
-
-
-def _reference_loop(
-    current: Tensor, p: LIFParams, spike_fn: Surrogate, steps: int, static: bool
-) -> tuple[Tensor, Tensor]:
-    """Per-member tensor constants (c, 1, N): the reference step function, step by step."""
-    state = LIFState(torch.full_like(current if static else current[:, 0], p.v_rest))
-    spikes, mems = [], []
-    for t in range(steps):
-        s, state = lif_step(current if static else current[:, t], state, p, spike_fn)
-        spikes.append(s)
-        mems.append(state.v)
-    return torch.stack(spikes, 1), torch.stack(mems, 1)
 
 
 def li_run(current: Tensor, p: LIFParams, steps: int) -> Tensor:
