@@ -92,11 +92,12 @@ def test_generation_noise_depends_on_the_step_and_the_seeds():
 
 
 def test_digits_es_learns_well_above_chance():
-    over = {"es.population": 64, "model.hidden": [64], "trainer.epochs": 2,
-            "trainer.steps_per_epoch": 15, "data.batch_size": 128}  # fmt: skip
+    # ~1 s on one core; seeds 0-3 reach 0.78-0.88 with these settings
+    over = {"es.population": 64, "model.hidden": [64], "trainer.epochs": 2, "optim.lr": 0.03,
+            "trainer.steps_per_epoch": 20, "data.batch_size": 128}  # fmt: skip
     summary = api.run("digits-es", over, quiet=True)
-    assert summary["test_acc"] > 0.5  # chance is 0.10
-    assert summary["iterations"] == 30
+    assert summary["test_acc"] > 0.6  # chance is 0.10
+    assert summary["iterations"] == 40
 
 
 @pytest.mark.parametrize(
