@@ -13,6 +13,7 @@ from spikeopt.functional.neuron import (
     lif_init,
     lif_sequence,
     lif_step,
+    lif_step_loop,
     rlif_sequence,
 )
 from spikeopt.functional.surrogate import get_surrogate
@@ -51,17 +52,6 @@ def test_beta_from_tau():
     assert beta_from_tau(torch.tensor([10.0]), 2.0).item() == pytest.approx(math.exp(-0.2))
 
 
-def _step_loop(current, p, steps):
-    const = current.dim() == 2
-    state = lif_init(current if const else current[:, 0], p)
-    spikes, mems = [], []
-    for t in range(steps):
-        s, state = lif_step(current if const else current[:, t], state, p, FN)
-        spikes.append(s)
-        mems.append(state.v)
-    return torch.stack(spikes, 1), torch.stack(mems, 1)
-
-
 @pytest.mark.parametrize("reset", ["subtract", "zero"])
 @pytest.mark.parametrize("detach", [True, False])
 @pytest.mark.parametrize("const", [True, False])
@@ -74,7 +64,7 @@ def test_fused_bptt_equals_autograd_step_loop(reset, detach, const):
     shape = (5, 7) if const else (5, steps, 7)
     cur = (torch.randn(shape, dtype=torch.float64) * 0.8 + 0.4).requires_grad_(True)
     s1, v1 = lif_sequence(cur, p, FN, steps)
-    s2, v2 = _step_loop(cur, p, steps)
+    s2, v2 = lif_step_loop(cur, p, FN, steps, const)
     assert torch.equal(s1, s2)
     torch.testing.assert_close(v1, v2)
     w_s, w_v = torch.randn_like(s1), torch.randn_like(v1)
@@ -156,3 +146,10 @@ def test_fused_recurrent_learnable_beta_gradient_matches_autograd():
         vs.append(state.v)
     (g2,) = torch.autograd.grad(torch.stack(ss).sum() + torch.stack(vs).pow(2).sum(), beta)
     torch.testing.assert_close(g1, g2)
+
+
+def test_li_constant_current_with_per_neuron_beta():
+    beta = torch.tensor([0.5, 0.9], dtype=torch.float64)
+    v = li_sequence(torch.ones(1, 2, dtype=torch.float64), LIFParams(beta=beta), steps=3)
+    expected = torch.tensor([[1.0, 1.0], [1.5, 1.9], [1.75, 2.71]], dtype=torch.float64)
+    torch.testing.assert_close(v[0], expected)

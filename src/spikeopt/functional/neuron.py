@@ -90,8 +90,9 @@ def li_sequence(current: Tensor, p: LIFParams, steps: int | None = None) -> Tens
         assert steps is not None, "a (B, N) current needs steps"
         k = torch.arange(1, steps + 1, device=current.device, dtype=current.dtype)
         beta = torch.as_tensor(p.beta, dtype=current.dtype, device=current.device)
-        gain = (1 - beta**k) / (1 - beta)  # (T,) -- sum_{j<k} beta^j
-        return p.v_rest + current[:, None, :] * gain[:, None]
+        # (T, 1) or (T, N) for a per-neuron beta: sum_{j<k} beta^j
+        gain = (1 - beta ** k[:, None]) / (1 - beta)
+        return p.v_rest + current[:, None, :] * gain
     if isinstance(p.beta, Tensor):  # learnable tau: the plain loop keeps autograd exact
         state, out = lif_init(current[:, 0], p), []
         for t in range(current.shape[1]):
