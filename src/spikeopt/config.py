@@ -99,7 +99,7 @@ class NeuronConfig:
 class MethodConfig:
     """Which training method runs the update."""
 
-    name: str = doc("surrogate", "training method: surrogate")
+    name: str = doc("surrogate", "training method: surrogate | es | reinforce (control)")
 
 
 @dataclass
@@ -120,6 +120,50 @@ class ESConfig:
     memory_mb: float = doc(1024.0, "memory budget of one chunk when es.chunk=0")
     vmap_randomness: str = doc("same", "random ops in vmap-evaluated models: same | different")
     noise_seed: int = doc(0, "seed of the perturbation noise (combined with trainer.seed)")
+    cosine_every: int = doc(
+        0, "log the cosine between the ES estimate and the surrogate gradient every k steps"
+    )
+
+
+@dataclass
+class EnvConfig:
+    """Control tasks: which environment and preset (docs/control.md lists every rule)."""
+
+    name: str = doc("chemotaxis", "environment: chemotaxis | foraging | cartpole | acrobot")
+    preset: str = doc("legacy-static-medium", "chemotaxis/foraging preset (docs/control.md)")
+    max_steps: int = doc(0, "step budget per episode (0 = the preset's)")
+
+
+@dataclass
+class PolicyConfig:
+    """How a network acts: observation -> constant input current -> logits over actions."""
+
+    readout: str = doc("membrane", "logits: membrane (mean output membrane) | rate (spike rate)")
+    logit_scale: float = doc(1.0, "multiplier on the readout before the softmax")
+    obs_scale: list[float] = doc([], "per-dimension observation scale ([] = 1 for all)")
+    obs_encoding: str = doc("raw", "raw | signed (each value split into relu(x), relu(-x))")
+
+
+@dataclass
+class RLConfig:
+    """Episodes, returns, baseline and entropy schedule of control runs (REINFORCE and ES)."""
+
+    episodes: int = doc(100, "reinforce: training episodes per session")
+    batch_episodes: int = doc(1, "episodes per update (reinforce) or per member (es)")
+    generations: int = doc(100, "es: generations per session")
+    gamma: float = doc(0.99, "discount factor of the returns")
+    normalize: bool = doc(True, "normalise advantages to zero mean, unit std per update")
+    baseline: str = doc("ema", "baseline subtracted from returns: ema | none")
+    baseline_ema: float = doc(0.05, "ema baseline: weight of the newest mean return")
+    entropy_start: float = doc(0.15, "entropy bonus weight at episode 0")
+    entropy_end: float = doc(0.01, "entropy bonus weight after entropy_episodes")
+    entropy_episodes: int = doc(50, "episodes over which the entropy weight decays linearly")
+    lr_decay: float = doc(0.015, "learning rate shrinks by this fraction every episode")
+    eval_episodes: int = doc(20, "evaluation episodes after training (eval_return)")
+    eval_greedy: bool = doc(True, "evaluate with the most likely action instead of sampling")
+    baseline_episodes: int = doc(200, "episodes run for the random and greedy baselines")
+    converge_window: int = doc(20, "our convergence: window of the rolling success rate")
+    converge_level: float = doc(0.8, "our convergence: success rate every later window keeps")
 
 
 @dataclass
@@ -199,6 +243,9 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     neuron: NeuronConfig = field(default_factory=NeuronConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
+    env: EnvConfig = field(default_factory=EnvConfig)
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    rl: RLConfig = field(default_factory=RLConfig)
     es: ESConfig = field(default_factory=ESConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     sched: SchedConfig = field(default_factory=SchedConfig)

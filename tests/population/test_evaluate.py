@@ -7,7 +7,14 @@ from torch.func import functional_call
 from spikeopt.config import Config, ConfigError, apply
 from spikeopt.functional.loss import Loss, make_loss
 from spikeopt.nn import build_model
-from spikeopt.population import Perturbation, chunk_size, evaluate, materialize, supports
+from spikeopt.population import (
+    Offsets,
+    Perturbation,
+    chunk_size,
+    evaluate,
+    materialize,
+    supports,
+)
 from spikeopt.population.layers import Context, snn_forward
 from spikeopt.population.noise import Noise, perturbed
 
@@ -75,6 +82,46 @@ def test_every_layer_matches_the_plain_model(arch):
         for layer, (s, v) in enumerate(zip(ref_s, ref_v)):
             torch.testing.assert_close(spikes[layer][m], s, rtol=1e-9, atol=1e-9)  # LI: v
             torch.testing.assert_close(mems[layer][m], v, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("arch", ["mlp-li", "rsnn", "conv-bn"])
+def test_explicit_offsets_equal_member_loop(arch):
+    model, loss, batch = _setup(arch, "rate")
+    params = [p for _, p in perturbed(model)]
+    g = torch.Generator().manual_seed(0)
+    deltas = [0.1 * torch.randn(5, *p.shape, generator=g, dtype=p.dtype) for p in params]
+    fitness = evaluate(model, Offsets(params, deltas), batch, loss, chunk=2)
+    names = [n for n, _ in perturbed(model)]
+    expected = []
+    for m in range(5):
+        member = {n: p + d[m] for n, p, d in zip(names, params, deltas)}
+        with torch.no_grad():
+            spikes, mems = functional_call(model, member, (batch[0],))
+        expected.append(-loss(spikes, mems, batch[1])[0])
+    torch.testing.assert_close(fitness, torch.stack(expected), rtol=1e-9, atol=1e-9)
+
+
+def test_offsets_are_checked_against_the_model():
+    model, loss, batch = _setup("mlp", "rate")
+    params = [p for _, p in perturbed(model)]
+    with pytest.raises(ValueError, match="offset shape"):
+        Offsets(params, [torch.zeros(3, *p.shape[::-1], dtype=p.dtype) for p in params])
+    other = [p.detach().clone() for p in params]
+    with pytest.raises(ValueError, match="perturbed"):
+        evaluate(model, Offsets(other, [torch.zeros(2, *p.shape) for p in other]), batch, loss)
+
+
+@pytest.mark.parametrize("arch", ["mlp2-rate-reg", "rsnn", "conv-bn"])
+def test_per_member_inputs_equal_each_member_on_its_own_input(arch):
+    model, _, (x, _) = _setup(arch, "rate")
+    pert = Perturbation(population=4, sigma=0.1, seed=2)
+    noise = Noise([p for _, p in perturbed(model)], pert)
+    xs = torch.stack([x.roll(m, 0) for m in range(4)])  # member m sees its own batch
+    spikes, mems = snn_forward(model, xs, Context(noise.members(0, 4)), per_member=True)
+    for m in range(4):
+        ref_s, ref_v = snn_forward(model, xs[m], Context(noise.members(m, m + 1)))
+        torch.testing.assert_close(spikes[-1][m], ref_s[-1][0], rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(mems[-1][m], ref_v[-1][0], rtol=1e-9, atol=1e-9)
 
 
 @pytest.mark.parametrize("arch", ["mlp2-rate-reg", "conv2-max"])

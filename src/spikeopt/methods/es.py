@@ -26,18 +26,17 @@ from torch import nn
 from spikeopt.config import Config, ConfigError, ESConfig, choose
 from spikeopt.functional.loss import Loss
 from spikeopt.methods.base import (
-    Batch,
     TrainState,
     apply_update,
     base_state_dict,
     build_optimizer,
     load_base_state,
 )
+from spikeopt.methods.objective import Classification, Objective, cosine
 from spikeopt.population import (
     RANDOMNESS,
     Perturbation,
     estimate,
-    evaluate,
     get_shaping,
     perturbed,
     tie_fraction,
@@ -92,14 +91,20 @@ class ES:
     ``fit_ties`` (share of members whose fitness another member has too -- a silent network
     ties them all); ``nonfinite`` (members with NaN/inf loss, ranked worst); ``grad_norm`` of
     the estimate before clipping; ``update_norm`` of the applied change; ``sigma``; and the
-    centre's firing rate per hidden layer.
+    centre's firing rate per hidden layer; every ``es.cosine_every`` generations
+    ``cos_surrogate``, the cosine between the ES estimate and the surrogate gradient.
+
+    The task enters only through ``objective`` (default: classification on the batch).
     """
 
     name = "es"
 
-    def __init__(self, cfg: Config, loss: Loss) -> None:
+    def __init__(self, cfg: Config, loss: Loss, objective: Objective | None = None) -> None:
         e = cfg.es
         self.cfg, self.loss = cfg, loss
+        self.objective = objective if objective is not None else Classification(loss, e)
+        if e.cosine_every < 0:
+            raise ConfigError(f"es.cosine_every must be >= 0 (0 = off), got {e.cosine_every}")
         self.shaping = get_shaping(e.shaping)
         choose("es.vmap_randomness", e.vmap_randomness, RANDOMNESS)
         choose("es.sigma_schedule", e.sigma_schedule, SIGMA_SCHEDULES)
@@ -120,18 +125,20 @@ class ES:
         """Optimizer over the model's parameters."""
         return TrainState(model, build_optimizer(list(model.parameters()), cfg.optim))
 
-    def step(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, float]]:
+    def step(self, state: TrainState, batch: Any) -> tuple[TrainState, dict[str, float]]:
         """One generation: evaluate, shape, estimate, apply; centre and population metrics."""
-        x, y = batch
         e, model = self.cfg.es, state.model
         model.train()
         pert = self.perturbation(state.step)
-        with torch.no_grad():  # the centre: the loss/acc we report (and batch-norm statistics)
-            spikes, mems = model(x)
-            loss, scores = self.loss(spikes, mems, y)
-        fitness = evaluate(model, pert, batch, self.loss, e.chunk, e.memory_mb, e.vmap_randomness)
+        centre = self.objective.centre(model, batch)  # reported as BPTT reports its batch
+        fitness = self.objective.fitness(model, pert, batch)
         params = [p for _, p in perturbed(model)]
         grads = estimate(params, pert, self.shaping(fitness))
+        cos = None
+        if e.cosine_every and state.step % e.cosine_every == 0:
+            g_s = self.objective.gradient(model, batch)
+            if g_s is not None:  # the estimate points uphill in fitness = downhill in loss
+                cos = cosine(grads, [-g for g in g_s])
         state.optimizer.zero_grad(set_to_none=True)
         for p, g in zip(params, grads):
             p.grad = -g
@@ -139,15 +146,14 @@ class ES:
         grad_norm = apply_update(state, self.cfg.optim)
         update_norm = cap_update(params, before, e.max_update)
         metrics = {
-            "loss": float(loss),
-            "acc": float((scores.argmax(-1) == y).float().mean()),
+            **centre,
             "grad_norm": grad_norm,
             "update_norm": update_norm,
             "sigma": pert.sigma,
             **fitness_stats(fitness),
         }
-        for i, s in enumerate(spikes[:-1]):
-            metrics[f"layer{i}_rate"] = float(s.mean())
+        if cos is not None:  # the loop averages each key over the steps that report it
+            metrics["cos_surrogate"] = cos
         return state, metrics
 
     def state_dict(self, state: TrainState) -> dict[str, Any]:

@@ -5,12 +5,13 @@ minibatch; ``estimate(params, perturbation, weights) -> gradient`` regenerates t
 turn shaped fitness into a search-gradient. Nothing population-sized is ever stored.
 """
 
-from spikeopt.population.evaluate import DEFAULT_MEMORY_MB, chunk_size, evaluate
-from spikeopt.population.layers import supports
+from spikeopt.population.evaluate import DEFAULT_MEMORY_MB, chunk_size, evaluate, members_of
+from spikeopt.population.layers import Context, snn_forward, supports
 from spikeopt.population.noise import (
     MODES,
     PAIRS_PER_BLOCK,
     Noise,
+    Offsets,
     Perturbation,
     estimate,
     materialize,
@@ -25,7 +26,9 @@ __all__ = [
     "PAIRS_PER_BLOCK",
     "RANDOMNESS",
     "SHAPINGS",
+    "Context",
     "Noise",
+    "Offsets",
     "Perturbation",
     "Shaping",
     "chunk_size",
@@ -33,7 +36,9 @@ __all__ = [
     "evaluate",
     "get_shaping",
     "materialize",
+    "members_of",
     "perturbed",
+    "snn_forward",
     "supports",
     "tie_fraction",
 ]

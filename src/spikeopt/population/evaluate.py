@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from spikeopt.population.layers import Context, snn_forward, supports
-from spikeopt.population.noise import Noise, Perturbation, perturbed
+from spikeopt.population.noise import Noise, Offsets, Perturbation, perturbed
 from spikeopt.population.vmap import VmapForward
 
 # loss(spikes_list, mems_list, y) -> (loss (c,), scores): spikeopt.functional.loss.Loss fits.
@@ -49,9 +49,19 @@ def chunk_size(model: nn.Module, x: Tensor, population: int, memory_mb: float) -
     return n + n % 2
 
 
+def members_of(model: nn.Module, source: Perturbation | Offsets) -> Noise | Offsets:
+    """What hands out chunks of member noise for ``source`` (checked against ``model``)."""
+    params = [p for _, p in perturbed(model)]
+    if isinstance(source, Perturbation):
+        return Noise(params, source)
+    if [id(p) for p in source.params] != [id(p) for p in params]:
+        raise ValueError("Offsets must be built over population.perturbed(model)'s parameters")
+    return source
+
+
 def evaluate(
     model: nn.Module,
-    pert: Perturbation,
+    pert: Perturbation | Offsets,
     batch: tuple[Tensor, Tensor],
     loss: LossFn,
     chunk: int = 0,
@@ -60,13 +70,15 @@ def evaluate(
 ) -> Tensor:
     """Fitness ``-loss`` (P,) of every member of ``pert`` on ``batch``; NaN/inf pass through.
 
+    ``pert`` is a :class:`Perturbation` (noise regenerated from seeds) or explicit
+    :class:`Offsets`.
     Built-in SNNs take the batched low-rank path (:mod:`spikeopt.population.layers`); any
     other module runs under ``vmap`` with ``randomness`` ('same' | 'different'). ``chunk=0``
     sizes chunks from ``memory_mb``.
     """
     x, y = batch
     named = perturbed(model)
-    noise = Noise([p for _, p in named], pert)
+    noise = members_of(model, pert)
     size = chunk if chunk > 0 else chunk_size(model, x, pert.population, memory_mb)
     size = max(1, min(size, pert.population))
     fitness = torch.empty(pert.population, dtype=torch.float64)

@@ -246,16 +246,18 @@ _LAYERS: dict[type, Callable[[Any, Tensor, bool, Context, bool], tuple[Tensor, T
 
 @torch.no_grad()
 def snn_forward(
-    model: SNN, x: Tensor, ctx: Context, keep_hidden: bool = True
+    model: SNN, x: Tensor, ctx: Context, keep_hidden: bool = True, per_member: bool = False
 ) -> tuple[list[Tensor], list[Tensor]]:
     """Spikes and membranes of every layer for every member of the chunk, each (c, B, T, N).
 
+    ``x`` is the shared input (B, T, ...), or with ``per_member`` one input per member
+    (c, B, T, ...) -- a batched rollout, where each member sees its own observations.
     (Views of the time-major activity.) With ``keep_hidden=False`` a hidden layer's entries
     are its per-member mean rate as a (c, 1, 1, 1) tensor: losses read hidden layers only
     through their mean (``rate_penalty``), which this keeps exact, and hidden membranes are
     never written at all.
     """
-    h, shared = x, True
+    h, shared = (x.transpose(1, 2), False) if per_member else (x, True)
     spikes, mems = [], []
     last = len(model.layers) - 1
     for i, layer in enumerate(model.layers):

@@ -159,6 +159,32 @@ class ChunkNoise:
         return p + self.sigma * e
 
 
+class Offsets:
+    """A population given by explicit offsets ``theta_m = theta + delta_m``, one (P, *p.shape)
+    tensor per perturbed parameter: for strategies whose search distribution is not
+    isotropic (CMA-ES, Guided ES, per-parameter sigma), evaluated on the same batched path.
+    Holds the whole population, so it suits small parameter counts."""
+
+    def __init__(self, params: Sequence[Tensor], deltas: Sequence[Tensor]) -> None:
+        self.params, self.deltas = list(params), list(deltas)
+        if len(self.params) != len(self.deltas) or not self.deltas:
+            raise ValueError(
+                f"need one offset per parameter: {len(self.params)} parameters, "
+                f"{len(self.deltas)} offsets"
+            )
+        self.population = self.deltas[0].shape[0]
+        for p, d in zip(self.params, self.deltas):
+            if d.shape != (self.population, *p.shape):
+                raise ValueError(
+                    f"offset shape {tuple(d.shape)} does not match "
+                    f"({self.population}, *{tuple(p.shape)})"
+                )
+
+    def members(self, m0: int, m1: int) -> ChunkNoise:
+        """Offsets of members ``m0 .. m1-1`` (sigma 1: the offsets are the full change)."""
+        return ChunkNoise(self.params, [d[m0:m1] for d in self.deltas], 1.0)
+
+
 def _signed(e: Tensor) -> Tensor:
     """Pairs (K, ...) -> members (2K, ...): +e, -e, +e, -e ..."""
     return torch.stack((e, -e), 1).flatten(0, 1)

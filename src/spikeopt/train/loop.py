@@ -191,6 +191,7 @@ def train(
         set_surrogate(exp.model, get_surrogate(cfg.neuron.surrogate, alpha))
         steps, batches = _batches(exp, epoch)
         sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
         bar = tqdm(
             batches,
             total=steps,
@@ -201,8 +202,9 @@ def train(
         )
         for batch in bar:
             exp.state, metrics = exp.method.step(exp.state, batch)
-            for k, v in metrics.items():
+            for k, v in metrics.items():  # a key may be reported every k-th step only
                 sums[k] = sums.get(k, 0.0) + v
+                counts[k] = counts.get(k, 0) + 1
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", acc=f"{metrics.get('acc', 0):.3f}")
         eval_noise.manual_seed(tc.seed + 12345)
         test = evaluate(
@@ -223,7 +225,7 @@ def train(
             "lr": exp.state.optimizer.param_groups[0]["lr"],
             "alpha": alpha,
         }
-        row.update({f"train_{k}": v / steps for k, v in sums.items()})
+        row.update({f"train_{k}": v / counts[k] for k, v in sums.items()})
         row.update(
             {f"test_{k}" if k in ("loss", "acc", "wta_acc") else k: v for k, v in test.items()}
         )
