@@ -120,6 +120,9 @@ class ESConfig:
     memory_mb: float = doc(1024.0, "memory budget of one chunk when es.chunk=0")
     vmap_randomness: str = doc("same", "random ops in vmap-evaluated models: same | different")
     noise_seed: int = doc(0, "seed of the perturbation noise (combined with trainer.seed)")
+    workers: int = doc(0, "Ray actors that evaluate the population (0 = in this process)")
+    worker_cpus: float = doc(1.0, "CPUs each Ray actor reserves (es.workers > 0)")
+    ray_address: str = doc("", "Ray cluster to join ('' = local or current, 'auto' = running)")
     cosine_every: int = doc(
         0, "log the cosine between the ES estimate and the surrogate gradient every k steps"
     )

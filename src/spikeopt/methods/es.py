@@ -103,6 +103,10 @@ class ES:
         e = cfg.es
         self.cfg, self.loss = cfg, loss
         self.objective = objective if objective is not None else Classification(loss, e)
+        if e.workers != 0:  # shards on Ray actors; only fitness() changes (spikeopt.dist)
+            from spikeopt.dist import RayObjective
+
+            self.objective = RayObjective(self.objective, e.workers, e.ray_address, e.worker_cpus)
         if e.cosine_every < 0:
             raise ConfigError(f"es.cosine_every must be >= 0 (0 = off), got {e.cosine_every}")
         self.shaping = get_shaping(e.shaping)

@@ -1,0 +1,229 @@
+"""Distributed ES: one generation's population evaluated in shards on Ray actors.
+
+:class:`RayObjective` wraps the :class:`~spikeopt.methods.objective.Objective` the ES method
+already uses and replaces only its ``fitness`` call; the estimator, shaping and optimizer
+update stay in the driver, untouched. Per generation::
+
+    driver:  ref = ray.put(centre state_dict, batch, torch RNG state)     one object, once
+             shard j = members [m_j, m_j+1) of Perturbation(seed, generation, sigma, ...)
+    actor j: load centre, regenerate member noise from (seed, generation, member), evaluate
+             -> fitness scalars (m_j+1 - m_j,) float64 back
+    driver:  concatenate -> the same (P,) vector the in-process evaluation returns
+
+What travels out is the centre (once per generation, through the object store: one copy per
+node, not per actor), the batch, and a handful of integers per shard; no noise ever does.
+The OpenAI-ES variant that also keeps the centre on every actor (applying the same update
+from the fitness vector) would ship even less, but needs the optimizer, clipping, update cap
+and LR schedule replicated on every actor and re-synchronised after a failure; at the model
+sizes spikeopt trains (~10^4-10^6 parameters) the centre is small next to the work of a shard.
+
+Exactness: shard boundaries sit on the chunk boundaries of the in-process evaluation and
+every actor uses the same chunk size, so each member's loss is computed by the same tensor
+ops on the same shapes; dropout masks come from the torch RNG, whose state travels with the
+centre and is handed back. Fitness and final parameters are bit-identical to one process.
+
+Fault tolerance: a shard whose actor died (``ray.kill``, a lost node) is re-submitted to a
+live actor, a replacement actor is started, and the generation completes.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from spikeopt.config import ConfigError
+from spikeopt.population import Noise, Offsets, Perturbation, chunk_size, perturbed
+from spikeopt.population.noise import ChunkNoise
+
+INSTALL_HINT = "install the Ray extra: pip install 'spikeopt[ray]'"
+
+
+def require_ray() -> ModuleType:
+    """The ``ray`` module, or a ConfigError that says how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError(
+            f"this feature runs on Ray, which is not installed; {INSTALL_HINT}"
+        ) from None
+    return ray
+
+
+def ensure_ray(address: str = "") -> ModuleType:
+    """``ray``, initialised: joins ``address`` ('auto' = a running cluster) or starts locally."""
+    ray = require_ray()
+    if not ray.is_initialized():
+        ray.init(address=address or None, log_to_driver=False, include_dashboard=False)
+    return ray
+
+
+class Shard(Offsets):
+    """Members ``m0 .. m1-1`` of a :class:`Perturbation`, on the interface ``evaluate`` reads
+    for explicit offsets (``params``, ``population``, ``members``) -- the noise itself is
+    regenerated from seeds, exactly as the whole population's would be."""
+
+    def __init__(self, params: Sequence[Tensor], pert: Perturbation, m0: int, m1: int) -> None:
+        self.params, self.population = list(params), m1 - m0
+        self.m0, self._noise = m0, Noise(self.params, pert)
+
+    def members(self, m0: int, m1: int) -> ChunkNoise:
+        """Noise of shard members ``m0 .. m1-1`` (population members ``self.m0 + m``)."""
+        return self._noise.members(self.m0 + m0, self.m0 + m1)
+
+
+def shards(population: int, chunk: int, workers: int) -> list[tuple[int, int]]:
+    """Contiguous member ranges on chunk boundaries, as even in size as whole chunks allow."""
+    n_chunks = math.ceil(population / chunk)
+    k = min(workers, n_chunks)
+    bounds = [round(i * n_chunks / k) for i in range(k + 1)]
+    return [(bounds[i] * chunk, min(bounds[i + 1] * chunk, population)) for i in range(k)]
+
+
+class Evaluator:
+    """What runs inside one actor: a copy of the model and the objective, reloaded per call."""
+
+    def __init__(self, model: nn.Module, objective: Any, threads: int = 1) -> None:
+        torch.set_num_threads(threads)
+        self.model, self.objective = model, objective
+        self.params = [p for _, p in perturbed(model)]
+
+    def fitness(
+        self, centre: dict[str, Any], pert: Perturbation, m0: int, m1: int
+    ) -> tuple[Tensor, Tensor]:
+        """Fitness of members ``m0 .. m1-1`` and the torch RNG state after evaluating them."""
+        self.model.load_state_dict(centre["state"])
+        self.model.train(centre["training"])
+        torch.set_rng_state(centre["rng"])
+        f = self.objective.fitness(self.model, Shard(self.params, pert, m0, m1), centre["batch"])
+        return f, torch.get_rng_state()
+
+
+def _fixed_chunk(objective: Any, chunk: int) -> Any:
+    """A copy of a chunked objective that evaluates in chunks of exactly ``chunk`` members."""
+    cfg = getattr(objective, "cfg", None)
+    if cfg is None or not hasattr(cfg, "chunk"):
+        return objective
+    clone = copy.copy(objective)
+    clone.cfg = dataclasses.replace(cfg, chunk=chunk)
+    return clone
+
+
+class RayObjective:
+    """An Objective whose population fitness is computed on ``workers`` Ray actors.
+
+    ``centre`` and ``gradient`` run in the driver through ``inner``; ``fitness`` of a seeded
+    :class:`Perturbation` is sharded across the actors (explicit :class:`Offsets` hold the
+    whole population in memory and are evaluated in the driver).
+    """
+
+    def __init__(
+        self, inner: Any, workers: int, address: str = "", cpus_per_worker: float = 1.0
+    ) -> None:
+        if workers < 1:
+            raise ConfigError(f"es.workers must be >= 0 (0 = in process), got {workers}")
+        if cpus_per_worker <= 0:
+            raise ConfigError(f"es.worker_cpus must be > 0, got {cpus_per_worker}")
+        self.inner, self.workers, self.address = inner, workers, address
+        self.cpus = cpus_per_worker
+        self.actors: list[Any] = []
+        self.restarts = 0  # actors replaced after dying; a metric for the curious
+        self._model_ref: Any = None
+        self._chunk = 0
+
+    # -- the Objective protocol -------------------------------------------------------------
+
+    def centre(self, model: nn.Module, batch: Any) -> dict[str, float]:
+        """The inner objective's centre metrics (computed in the driver)."""
+        return dict(self.inner.centre(model, batch))
+
+    def gradient(self, model: nn.Module, batch: Any) -> list[Tensor] | None:
+        """The inner objective's surrogate gradient (computed in the driver)."""
+        return self.inner.gradient(model, batch)  # type: ignore[no-any-return]
+
+    def fitness(self, model: nn.Module, source: Perturbation | Offsets, batch: Any) -> Tensor:
+        """Fitness (P,) float64 of every member, bit-identical to the in-process evaluation."""
+        if not isinstance(source, Perturbation):
+            return self.inner.fitness(model, source, batch)  # type: ignore[no-any-return]
+        ray = ensure_ray(self.address)
+        chunk = self._chunk_for(model, source, batch)
+        if not self.actors or self._chunk != chunk:
+            self._start(model, chunk)
+        centre = ray.put(
+            {
+                "state": model.state_dict(),
+                "training": model.training,
+                "rng": torch.get_rng_state(),
+                "batch": batch,
+            }
+        )
+        todo = shards(source.population, chunk, len(self.actors))
+        results = self._run(ray, centre, source, todo)
+        torch.set_rng_state(results[todo[0]][1])  # as if the driver had evaluated them
+        return torch.cat([results[s][0] for s in todo])
+
+    # -- the actor pool ---------------------------------------------------------------------
+
+    def _chunk_for(self, model: nn.Module, pert: Perturbation, batch: Any) -> int:
+        """The chunk size the in-process evaluation would use (shards align to it)."""
+        cfg = getattr(self.inner, "cfg", None)
+        if cfg is not None and getattr(cfg, "chunk", 0) > 0:
+            return min(int(cfg.chunk), pert.population)
+        if cfg is not None and hasattr(cfg, "memory_mb") and isinstance(batch, tuple):
+            size = chunk_size(model, batch[0], pert.population, cfg.memory_mb)
+            return max(1, min(size, pert.population))
+        return max(2, 2 * math.ceil(pert.population / (2 * self.workers)))
+
+    def _new_actor(self) -> Any:
+        ray = require_ray()
+        remote = ray.remote(num_cpus=self.cpus, max_restarts=0)(Evaluator)
+        threads = max(1, int(self.cpus))
+        return remote.remote(self._model_ref, _fixed_chunk(self.inner, self._chunk), threads)
+
+    def _start(self, model: nn.Module, chunk: int) -> None:
+        """(Re)start the pool: the model structure is shipped once, at actor creation."""
+        ray = require_ray()
+        self.close()
+        self._chunk = chunk
+        self._model_ref = ray.put(model)
+        self.actors = [self._new_actor() for _ in range(self.workers)]
+
+    def _run(
+        self, ray: ModuleType, centre: Any, pert: Perturbation, todo: list[tuple[int, int]]
+    ) -> dict[tuple[int, int], tuple[Tensor, Tensor]]:
+        """Evaluate every shard; a shard whose actor died goes to a live (or new) actor."""
+        died = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
+        pending = {
+            actor.fitness.remote(centre, pert, m0, m1): (i, (m0, m1))
+            for i, (actor, (m0, m1)) in enumerate(zip(self.actors, todo))
+        }
+        results: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}
+        while pending:
+            (ref,), _ = ray.wait(list(pending), num_returns=1)
+            slot, shard = pending.pop(ref)
+            try:
+                results[shard] = ray.get(ref)
+            except died:
+                self.actors[slot] = self._new_actor()  # keep the pool at its size
+                self.restarts += 1
+                other = (slot + 1) % len(self.actors)  # re-run elsewhere: a live actor
+                pending[self.actors[other].fitness.remote(centre, pert, *shard)] = (other, shard)
+        return results
+
+    def close(self) -> None:
+        """Stop the actors (the Ray instance itself is left running)."""
+        if self.actors:
+            ray = require_ray()
+            for actor in self.actors:
+                ray.kill(actor, no_restart=True)
+        self.actors = []
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Actor handles do not travel (e.g. into a checkpoint or a Tune trial): start afresh.
+        return {**self.__dict__, "actors": [], "_model_ref": None, "_chunk": 0}
