@@ -3,6 +3,11 @@
 from collections.abc import Callable
 from typing import Any
 
+import torch
+from torch import nn
+
+from spikeopt.population import Offsets
+
 
 class Crash(Exception):
     """Raised by :func:`crash_after` to interrupt a run as a kill would."""
@@ -16,3 +21,34 @@ def crash_after(epoch: int) -> Callable[[dict[str, Any]], None]:
             raise Crash
 
     return cb
+
+
+class Point(nn.Module):
+    """A model that is nothing but a parameter vector (for objectives with known optima)."""
+
+    def __init__(self, start: torch.Tensor) -> None:
+        super().__init__()
+        self.theta = nn.Parameter(start.clone())
+
+
+class Quadratic:
+    """Objective ``f(theta) = -sum(scale * (theta - target)^2)``, evaluated exactly."""
+
+    def __init__(self, target: torch.Tensor, scale: torch.Tensor) -> None:
+        self.target, self.scale = target, scale
+
+    def value(self, theta: torch.Tensor) -> torch.Tensor:
+        """Fitness of one or many (leading axis) parameter vectors."""
+        return -(self.scale * (theta - self.target) ** 2).sum(-1)
+
+    def fitness(self, model: Point, source: Offsets, batch: Any) -> torch.Tensor:
+        """Every member's exact fitness."""
+        return self.value(model.theta.detach() + source.deltas[0]).double()
+
+    def centre(self, model: Point, batch: Any) -> dict[str, float]:
+        """Loss of the centre."""
+        return {"loss": float(-self.value(model.theta.detach()))}
+
+    def gradient(self, model: Point, batch: Any) -> None:
+        """No surrogate gradient."""
+        return None

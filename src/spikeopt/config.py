@@ -99,7 +99,7 @@ class NeuronConfig:
 class MethodConfig:
     """Which training method runs the update."""
 
-    name: str = doc("surrogate", "training method: surrogate | es | reinforce (control)")
+    name: str = doc("surrogate", "training method: surrogate | es | snes | cma")
 
 
 @dataclass
@@ -110,7 +110,9 @@ class ESConfig:
     sigma: float = doc(0.05, "perturbation scale: std of the noise added to each weight")
     rank: int = doc(1, "rank r of low-rank perturbations sigma * A B^T (mode=lowrank)")
     mode: str = doc("lowrank", "perturbations of weight matrices: lowrank | full")
-    shaping: str = doc("centered_rank", "fitness shaping: centered_rank | zscore | raw")
+    shaping: str = doc(
+        "centered_rank", "fitness shaping: centered_rank | nes_utility | zscore | raw"
+    )
     sigma_schedule: str = doc("constant", "sigma per iteration: constant | exponential | linear")
     sigma_decay: float = doc(0.999, "exponential: sigma multiplier per iteration")
     sigma_steps: int = doc(1000, "linear: iterations to go from sigma to sigma_floor")
@@ -123,6 +125,10 @@ class ESConfig:
     workers: int = doc(0, "Ray actors that evaluate the population (0 = in this process)")
     worker_cpus: float = doc(1.0, "CPUs each Ray actor reserves (es.workers > 0)")
     ray_address: str = doc("", "Ray cluster to join ('' = local or current, 'auto' = running)")
+    sigma_lr: float = doc(0.0, "snes: learning rate of the per-parameter sigmas (0 = default)")
+    cma_diagonal: str = doc(
+        "auto", "cma: diagonal covariance: auto (above 2000 params) | true | false"
+    )
     cosine_every: int = doc(
         0, "log the cosine between the ES estimate and the surrogate gradient every k steps"
     )

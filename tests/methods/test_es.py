@@ -36,7 +36,7 @@ def test_cap_update_scales_the_applied_change_only():
 @pytest.mark.parametrize(
     ("over", "match"),
     [({"es.population": 15}, "even"), ({"es.mode": "dense"}, "es.mode"),
-     ({"es.shaping": "rank"}, "centered_rank, zscore, raw"), ({"es.sigma": -1.0}, "es.sigma"),
+     ({"es.shaping": "rank"}, "centered_rank, nes_utility, zscore, raw"), ({"es.sigma": -1.0}, "es.sigma"),
      ({"es.sigma_schedule": "cosine"}, "constant, exponential, linear"),
      ({"es.sigma_schedule": "linear", "es.sigma_floor": 0.0}, "es.sigma_floor"),
      ({"es.vmap_randomness": "all"}, "same, different"), ({"es.max_update": -1.0}, "max_update")],
@@ -118,9 +118,10 @@ def test_digits_es_learns_well_above_chance():
 
 @pytest.mark.parametrize(
     "extra", [{}, {"encoder.kind": "rate", "data.normalize": False, "model.dropout": 0.2,
-                   "es.sigma_schedule": "exponential", "es.sigma_decay": 0.9}],
+                   "es.sigma_schedule": "exponential", "es.sigma_decay": 0.9},
+              {"method.name": "snes"}, {"method.name": "cma", "model.hidden": [8]}],
 )  # fmt: skip
-def test_es_resume_continues_exactly(tmp_path, extra):
+def test_es_family_resume_continues_exactly(tmp_path, extra):
     over = {**TINY, "trainer.epochs": 4, **extra}
     full = api.run("digits-es", over, out=tmp_path / "full", quiet=True)
     with pytest.raises(Crash):

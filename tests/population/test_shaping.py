@@ -5,7 +5,7 @@ import torch
 
 from spikeopt.config import ConfigError
 from spikeopt.population import SHAPINGS, get_shaping, tie_fraction
-from spikeopt.population.shaping import centered_rank, raw, zscore
+from spikeopt.population.shaping import centered_rank, nes_utility, raw, zscore
 
 NAN, INF = float("nan"), float("inf")
 
@@ -42,10 +42,20 @@ def test_zscore_and_raw():
 
 
 def test_unknown_shaping_lists_the_valid_names():
-    with pytest.raises(ConfigError, match="centered_rank, zscore, raw"):
+    with pytest.raises(ConfigError, match="centered_rank, nes_utility, zscore, raw"):
         get_shaping("ranks")
 
 
 def test_tie_fraction():
     assert tie_fraction(torch.tensor([1.0, 2.0, 3.0, 4.0])) == 0.0
     assert tie_fraction(torch.tensor([1.0, 1.0, 1.0, 4.0])) == 0.5
+
+
+def test_nes_utilities_weight_the_better_half_and_sum_to_zero():
+    f = torch.tensor([0.3, -1.0, 2.0, float("nan"), 0.1, 5.0, -0.2, 1.0], dtype=torch.float64)
+    u = nes_utility(f)
+    assert float(u.sum()) == pytest.approx(0.0, abs=1e-12)
+    order = torch.argsort(u, descending=True)
+    assert order[:4].tolist() == [5, 2, 7, 0]  # the better half, best first
+    assert bool((u[[1, 3, 4, 6]] == -1 / 8).all())  # the rest only pay the baseline
+    assert u[3] == u.min()  # NaN ranks worst

@@ -7,13 +7,17 @@ from collections.abc import Callable
 from spikeopt.config import Config, choose
 from spikeopt.functional.loss import Loss
 from spikeopt.methods.base import Batch, Method, TrainState, apply_update, build_optimizer
+from spikeopt.methods.cma_es import CMAES
 from spikeopt.methods.es import ES
+from spikeopt.methods.snes import SNES
 from spikeopt.methods.surrogate import Surrogate
 
 # name -> constructor(cfg, loss); extended by one line per method file.
 METHODS: dict[str, Callable[[Config, Loss], Method]] = {
     "surrogate": Surrogate,
     "es": ES,
+    "snes": SNES,
+    "cma": CMAES,
 }
 
 

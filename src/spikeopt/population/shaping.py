@@ -7,6 +7,7 @@ loss) always ranks worst -- it must never pull the update toward itself.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
@@ -34,6 +35,17 @@ def centered_rank(f: Tensor) -> Tensor:
     return ranks / max(f.numel() - 1, 1) - 0.5
 
 
+def nes_utility(f: Tensor) -> Tensor:
+    """NES utilities (Wierstra et al. 2014): ``max(0, ln(P/2 + 1) - ln rank)``, normalised,
+    minus ``1/P`` -- only the better half pulls. Unlike centered ranks they are not
+    symmetric, which is what lets SNES widen its search on a slope."""
+    n = f.numel()
+    ascending = (centered_rank(f) + 0.5) * max(n - 1, 1)  # 0 = worst, ties averaged
+    best_first = n - ascending  # 1 = best
+    u = (math.log(n / 2 + 1) - torch.log(best_first)).clamp(min=0)
+    return u / u.sum() - 1.0 / n
+
+
 def zscore(f: Tensor) -> Tensor:
     """``(f - mean) / std`` (zero when all values are equal); non-finite -> worst finite."""
     f = worst_for_nonfinite(f)
@@ -47,7 +59,12 @@ def raw(f: Tensor) -> Tensor:
     return f - f.mean()
 
 
-SHAPINGS: dict[str, Shaping] = {"centered_rank": centered_rank, "zscore": zscore, "raw": raw}
+SHAPINGS: dict[str, Shaping] = {
+    "centered_rank": centered_rank,
+    "nes_utility": nes_utility,
+    "zscore": zscore,
+    "raw": raw,
+}
 
 
 def get_shaping(name: str) -> Shaping:
