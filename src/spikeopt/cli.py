@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from spikeopt import api
 from spikeopt import config as C
@@ -51,6 +52,26 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if summary.get("ok", True) else 1
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from spikeopt import compare as cmp  # plotting and every method: only when asked for
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    out = Path(args.out or f"runs/compare-{args.recipe}")
+    table = cmp.compare(
+        args.recipe,
+        methods,
+        args.seeds,
+        out,
+        C.parse_overrides(args.overrides),
+        cmp.parse_method_overrides(args.set or [], methods),
+        args.config,
+        quiet=not args.verbose,
+    )
+    print(cmp.format_table(table, args.recipe))
+    print(f"outputs: {out}")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser of the ``spikeopt`` command."""
     p = argparse.ArgumentParser(prog="spikeopt", description="Train spiking neural networks.")
@@ -74,6 +95,16 @@ def parser() -> argparse.ArgumentParser:
     rn.add_argument("--seed", type=int, help="shorthand for trainer.seed=N")
     rn.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
     rn.set_defaults(fn=_run)
+    cp = sub.add_parser("compare", help="several methods on one recipe, N seeds, one table")
+    cp.add_argument("recipe")
+    cp.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every method")
+    cp.add_argument("--methods", default="surrogate,es,hybrid,hybrid-norm,guided-es")
+    cp.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per method")
+    cp.add_argument("--set", action="append", metavar="METHOD:key=value", help="one method only")
+    cp.add_argument("--config", help="YAML file applied before the overrides")
+    cp.add_argument("--out", help="output folder (default runs/compare-<recipe>); reruns resume")
+    cp.add_argument("--verbose", action="store_true", help="per-epoch lines of every run")
+    cp.set_defaults(fn=_compare)
     return p
 
 

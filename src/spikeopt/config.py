@@ -99,7 +99,10 @@ class NeuronConfig:
 class MethodConfig:
     """Which training method runs the update."""
 
-    name: str = doc("surrogate", "training method: surrogate | es | snes | cma")
+    name: str = doc(
+        "surrogate",
+        "training method: surrogate | es | snes | cma | hybrid | guided-es | reinforce (control)",
+    )
 
 
 @dataclass
@@ -132,6 +135,28 @@ class ESConfig:
     cosine_every: int = doc(
         0, "log the cosine between the ES estimate and the surrogate gradient every k steps"
     )
+
+
+@dataclass
+class HybridConfig:
+    """The 0+1 hybrid: surrogate gradient plus the ES correction orthogonal to it."""
+
+    lam: float = doc(0.1, "weight of the ES correction g_orth (0 = exactly the surrogate method)")
+    normalize: bool = doc(
+        False, "lam is a fraction of the surrogate step: lam_eff = lam * |g_s| / |g_orth|"
+    )
+    shaping: str = doc(
+        "raw", "shaping of the ES estimate (raw keeps it in loss-gradient units, like g_s)"
+    )
+
+
+@dataclass
+class GuidedConfig:
+    """Guided ES: search covariance (alpha/n) I + ((1-alpha)/k) U U^T from surrogate gradients."""
+
+    alpha: float = doc(0.5, "share of the search variance in the full space (1 = plain ES)")
+    k: int = doc(4, "surrogate gradients kept: U is an orthonormal basis of the last k")
+    warmup_steps: int = doc(0, "plain BPTT steps before the guided ES phase (surrogate-then-ES)")
 
 
 @dataclass
@@ -256,6 +281,8 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     rl: RLConfig = field(default_factory=RLConfig)
     es: ESConfig = field(default_factory=ESConfig)
+    hybrid: HybridConfig = field(default_factory=HybridConfig)
+    guided: GuidedConfig = field(default_factory=GuidedConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     sched: SchedConfig = field(default_factory=SchedConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)

@@ -33,6 +33,21 @@ class Recipe:
 
 _DIGITS = {"data.name": "digits", "encoder.kind": "repeat", "encoder.steps": 16}
 _MNIST = {"data.name": "mnist", "encoder.kind": "repeat", "encoder.steps": 16}
+# One small model that BPTT and ES both train: the common ground of the hybrid recipes and of
+# `spikeopt compare` (a leaky-integrator readout keeps the loss smooth for ES).
+_DIGITS_LI = {
+    **_DIGITS,
+    "encoder.steps": 8,
+    "data.normalize": True,
+    "model.hidden": [128],
+    "model.readout": "li",
+    "loss.name": "ce_mean",
+    "es.population": 64,
+    "optim.lr": 2e-3,
+    "sched.name": "cosine",
+    "trainer.epochs": 20,
+    "data.batch_size": 64,
+}
 _CIFAR = {"data.name": "cifar10", "data.normalize": True, "encoder.kind": "repeat"}
 
 RECIPES: dict[str, Recipe] = {
@@ -97,6 +112,22 @@ RECIPES: dict[str, Recipe] = {
                 "trainer.epochs": 40,
                 "data.batch_size": 128,
             },
+        ),
+        Recipe(
+            "digits-hybrid",
+            "image classification",
+            "hybrid",
+            "mlp",
+            "LIF MLP on digits: BPTT plus an ES correction at 10 % of the surrogate step (~20 s)",
+            {**_DIGITS_LI, "method.name": "hybrid", "hybrid.normalize": True, "hybrid.lam": 0.1},
+        ),
+        Recipe(
+            "digits-guided-es",
+            "image classification",
+            "guided-es",
+            "mlp",
+            "LIF MLP on digits: ES searching along the last 4 surrogate gradients (~20 s)",
+            {**_DIGITS_LI, "method.name": "guided-es", "optim.lr": 0.01},
         ),
         Recipe(
             "mnist1d-rsnn-surrogate",

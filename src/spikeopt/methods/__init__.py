@@ -9,6 +9,8 @@ from spikeopt.functional.loss import Loss
 from spikeopt.methods.base import Batch, Method, TrainState, apply_update, build_optimizer
 from spikeopt.methods.cma_es import CMAES
 from spikeopt.methods.es import ES
+from spikeopt.methods.guided_es import GuidedES
+from spikeopt.methods.hybrid import Hybrid
 from spikeopt.methods.snes import SNES
 from spikeopt.methods.surrogate import Surrogate
 
@@ -18,6 +20,8 @@ METHODS: dict[str, Callable[[Config, Loss], Method]] = {
     "es": ES,
     "snes": SNES,
     "cma": CMAES,
+    "hybrid": Hybrid,
+    "guided-es": GuidedES,
 }
 
 
