@@ -16,7 +16,9 @@ import torch
 from spikeopt import config as C
 from spikeopt.recipes import get_recipe
 from spikeopt.train import outputs as io
+from spikeopt.train.control import train_control
 from spikeopt.train.loop import Callback, build, train, versions
+from spikeopt.train.sessions import run_sessions
 
 
 def resolve(
@@ -42,8 +44,14 @@ def run(
     resume: bool = False,
     quiet: bool = False,
     callbacks: list[Callback] | None = None,
+    sessions: int = 1,
+    workers: int = 0,
 ) -> dict[str, Any]:
-    """Run a recipe and return its summary; with ``out``, write every output there."""
+    """Run a recipe and return its summary; with ``out``, write every output there.
+
+    ``sessions > 1`` runs that many seeds (``trainer.seed + i``) in ``workers`` processes and
+    returns their aggregate (:func:`spikeopt.train.sessions.run_sessions`).
+    """
     out_dir = Path(out) if out is not None else None
     if resume:
         if out_dir is None or not (out_dir / "config.yaml").exists():
@@ -53,14 +61,22 @@ def run(
         cfg = C.apply(C.from_dict(C.load_yaml(str(out_dir / "config.yaml"))), overrides or {})
     else:
         cfg = resolve(recipe, overrides, config_file)
-        if out_dir is not None and (out_dir / "checkpoint.pt").exists():
+        if out_dir is not None and any(
+            (out_dir / f).exists() for f in ("checkpoint.pt", "session0")
+        ):
             raise C.ConfigError(
                 f"{out_dir} already holds a run; continue it with --resume {out_dir} "
                 "or choose another --out"
             )
-    if get_recipe(recipe).entry == "forward-check":
+    entry = get_recipe(recipe).entry
+    if entry == "forward-check":
         return forward_check(cfg, out_dir)
-    return train(cfg, out_dir, resume, quiet, callbacks, name=recipe)
+    fn = train_control if entry == "control" else train
+    if resume and out_dir is not None:  # a multi-session folder resumes all its sessions
+        sessions = max(sessions, len(list(out_dir.glob("session*"))))
+    if sessions > 1 or (out_dir is not None and (out_dir / "session0").exists()):
+        return run_sessions(fn, cfg, out_dir or default_out(recipe), sessions, workers, recipe)
+    return fn(cfg, out_dir, resume, quiet, callbacks, name=recipe)
 
 
 def forward_check(cfg: C.Config, out: Path | None = None) -> dict[str, Any]:

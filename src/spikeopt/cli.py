@@ -40,12 +40,25 @@ def _run(args: argparse.Namespace) -> int:
     if args.seed is not None:
         overrides["trainer.seed"] = args.seed
     out = args.resume or args.out or str(api.default_out(args.recipe))
-    summary = api.run(args.recipe, overrides, args.config, out, bool(args.resume), args.quiet)
+    summary = api.run(
+        args.recipe,
+        overrides,
+        args.config,
+        out,
+        bool(args.resume),
+        args.quiet,
+        sessions=args.sessions,
+        workers=args.workers,
+    )
     if "test_acc" in summary:
         print(
             f"test accuracy {summary['test_acc']:.4f} (best {summary['best_test_acc']:.4f}) "
             f"after {summary['iterations']} steps in {summary['wall_s']:.1f} s"
         )
+    elif "success_rate" in summary:  # control: the session metrics beside the baselines
+        keys = ("success_rate", "success_rate_min", "success_rate_max", "last30_steps_ratio",
+                "eval_return", "random_success_rate", "greedy_success_rate", "wall_s")  # fmt: skip
+        print(json.dumps({k: summary[k] for k in keys if k in summary}, indent=2))
     else:
         print(json.dumps(summary, indent=2))
     print(f"outputs: {out}")
@@ -94,6 +107,8 @@ def parser() -> argparse.ArgumentParser:
     rn.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its checkpoint")
     rn.add_argument("--seed", type=int, help="shorthand for trainer.seed=N")
     rn.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    rn.add_argument("--sessions", type=int, default=1, help="run N seeds (seed, seed+1, ...)")
+    rn.add_argument("--workers", type=int, default=0, help="processes for --sessions (0 = cores)")
     rn.set_defaults(fn=_run)
     cp = sub.add_parser("compare", help="several methods on one recipe, N seeds, one table")
     cp.add_argument("recipe")

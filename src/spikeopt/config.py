@@ -186,7 +186,11 @@ class RLConfig:
     batch_episodes: int = doc(1, "episodes per update (reinforce) or per member (es)")
     generations: int = doc(100, "es: generations per session")
     gamma: float = doc(0.99, "discount factor of the returns")
-    normalize: bool = doc(True, "normalise advantages to zero mean, unit std per update")
+    normalize: str = doc(
+        "returns",
+        "returns: standardise returns, then subtract the baseline (the predecessor) | "
+        "advantages: subtract the baseline, then divide by the returns' std | none",
+    )
     baseline: str = doc("ema", "baseline subtracted from returns: ema | none")
     baseline_ema: float = doc(0.05, "ema baseline: weight of the newest mean return")
     entropy_start: float = doc(0.15, "entropy bonus weight at episode 0")

@@ -11,6 +11,7 @@ from spikeopt.methods.cma_es import CMAES
 from spikeopt.methods.es import ES
 from spikeopt.methods.guided_es import GuidedES
 from spikeopt.methods.hybrid import Hybrid
+from spikeopt.methods.reinforce import REINFORCE
 from spikeopt.methods.snes import SNES
 from spikeopt.methods.surrogate import Surrogate
 
@@ -18,6 +19,7 @@ from spikeopt.methods.surrogate import Surrogate
 METHODS: dict[str, Callable[[Config, Loss], Method]] = {
     "surrogate": Surrogate,
     "es": ES,
+    "reinforce": REINFORCE,
     "snes": SNES,
     "cma": CMAES,
     "hybrid": Hybrid,
