@@ -12,6 +12,7 @@ from spikeopt import api
 from spikeopt import config as C
 from spikeopt.recipes import get_recipe, list_recipes
 from spikeopt.tasks.datasets import DataError
+from spikeopt.tune.command import add_parser as add_tune_parser
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -110,6 +111,7 @@ def parser() -> argparse.ArgumentParser:
     rn.add_argument("--sessions", type=int, default=1, help="run N seeds (seed, seed+1, ...)")
     rn.add_argument("--workers", type=int, default=0, help="processes for --sessions (0 = cores)")
     rn.set_defaults(fn=_run)
+    add_tune_parser(sub)  # Ray is imported only once a search runs
     cp = sub.add_parser("compare", help="several methods on one recipe, N seeds, one table")
     cp.add_argument("recipe")
     cp.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every method")
