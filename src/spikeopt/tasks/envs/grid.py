@@ -22,6 +22,7 @@ place (STAY or a cancelled move) for ``k > 5`` consecutive steps.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -97,6 +98,7 @@ def greedy_actions(obs: np.ndarray) -> np.ndarray:
     return np.where(np.abs(rel) < 0.25, FORWARD, np.where(rel >= 0, LEFT, RIGHT)).astype(np.int64)
 
 
+@functools.lru_cache(maxsize=65536)  # legacy starts repeat: 4 (start, goal) pairs in all
 def shortest_path(start: tuple[int, int], heading: int, goal: tuple[int, int], size: int) -> int:
     """Fewest actions from (start, heading) to ``goal`` on an empty grid (BFS over cell x
     heading); a shortest path never re-enters a cell, so the body cannot lengthen it."""
