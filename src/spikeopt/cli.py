@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from spikeopt import api
 from spikeopt import config as C
@@ -86,6 +87,35 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",") if v.strip()]
+
+
+def _diagnose(args: argparse.Namespace) -> int:
+    from spikeopt import diagnose as dg  # plotting and the checks: only when asked for
+
+    cfg = api.resolve(args.recipe, C.parse_overrides(args.overrides), args.config)
+    names = [c.strip() for c in args.checks.split(",") if c.strip()]
+    checks = [dg.get_check(n) for n in names]  # every name is checked before anything runs
+    budget: dict[str, dict[str, Any]] = {
+        "overfit-batch": {"steps": args.steps},
+        "backprop-sanity": {"epochs": args.epochs},
+        "grad-quality": {
+            "populations": [int(p) for p in _floats(args.populations)],
+            "sigmas": _floats(args.sigmas),
+        },
+    }
+    out = Path(args.out or f"runs/diagnose-{args.recipe}")
+    failed = 0
+    for name, check in zip(names, checks):
+        finding = check(cfg, **budget.get(name, {}))
+        dg.write(finding, out)
+        print(f"{name:<16} {'ok  ' if finding.ok else 'FAIL'}  {finding.verdict}", flush=True)
+        failed += not finding.ok
+    print(f"outputs: {out} (one CSV and one PNG per check)")
+    return 1 if failed else 0
+
+
 def parser() -> argparse.ArgumentParser:
     """The argument parser of the ``spikeopt`` command."""
     p = argparse.ArgumentParser(prog="spikeopt", description="Train spiking neural networks.")
@@ -122,6 +152,20 @@ def parser() -> argparse.ArgumentParser:
     cp.add_argument("--out", help="output folder (default runs/compare-<recipe>); reruns resume")
     cp.add_argument("--verbose", action="store_true", help="per-epoch lines of every run")
     cp.set_defaults(fn=_compare)
+    dg = sub.add_parser("diagnose", help="checks with one-line verdicts, CSV and PNG each")
+    dg.add_argument("recipe")
+    dg.add_argument("overrides", nargs="*", metavar="key=value")
+    dg.add_argument(
+        "--checks",
+        default="forward,subset,activity,overfit-batch,backprop-sanity,grad-quality,encoders",
+    )
+    dg.add_argument("--config", help="YAML file applied before the overrides")
+    dg.add_argument("--out", help="output folder (default runs/diagnose-<recipe>)")
+    dg.add_argument("--steps", type=int, default=40, help="overfit-batch: steps per method")
+    dg.add_argument("--epochs", type=int, default=3, help="backprop-sanity: BPTT epochs")
+    dg.add_argument("--populations", default="16,64,256", help="grad-quality: populations")
+    dg.add_argument("--sigmas", default="0.01,0.05,0.2", help="grad-quality: sigmas")
+    dg.set_defaults(fn=_diagnose)
     return p
 
 

@@ -251,6 +251,13 @@ class LossConfig:
     rate_target: float = doc(0.05, "target firing rate per hidden layer (spikes per step)")
     mse_on: float = doc(1.0, "mse_count: target firing rate of the correct class")
     mse_off: float = doc(0.0, "mse_count: target firing rate of the other classes")
+    terms: list[str] = doc([], "composite loss: terms ce | mse | rate | wlimit ([] = loss.name)")
+    ce_weight: float = doc(1.0, "composite: weight of the cross-entropy term (readout: loss.name)")
+    mse_weight: float = doc(1.0, "composite: weight of the population MSE term (mse_on/mse_off)")
+    rate_weight: float = doc(0.1, "composite: weight of the firing-rate target term")
+    rate_targets: list[float] = doc([], "composite: rate per hidden layer ([] = rate_target)")
+    wlimit_weight: float = doc(1.0, "composite: weight of the weight-magnitude term")
+    wlimit: float = doc(1.0, "composite: weights with |w| above this are penalised")
 
 
 @dataclass
@@ -258,6 +265,7 @@ class MetricConfig:
     """What is measured at evaluation."""
 
     per_class_recall: bool = doc(False, "log recall of every class")
+    recall_class: int = doc(-1, "log recall_<c>, the recall of this one class (-1 = off)")
 
 
 @dataclass

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -111,7 +112,12 @@ class Loss:
         return loss, scores
 
 
-def make_loss(cfg: LossConfig, neurons_per_class: int = 1) -> Loss:
-    """Build the configured loss; the error lists the valid names."""
+def make_loss(cfg: LossConfig, neurons_per_class: int = 1, model: Any = None) -> Loss:
+    """Build the configured loss; the error lists the valid names. With ``loss.terms``, a
+    weighted composite (:mod:`spikeopt.functional.composite`; ``model`` feeds its ``params``)."""
     choose("loss.name", cfg.name, LOSSES)
+    if cfg.terms:
+        from spikeopt.functional.composite import make_composite
+
+        return make_composite(cfg, neurons_per_class, model)
     return Loss(cfg.name, neurons_per_class, cfg.rate_reg, cfg.rate_target, cfg.mse_on, cfg.mse_off)

@@ -79,7 +79,7 @@ def build(cfg: C.Config) -> Experiment:
     torch.manual_seed(cfg.trainer.seed)
     shape = step_shape(cfg.encoder, data.input_shape)
     model = build_model(cfg, shape, data.n_classes).to(device)
-    loss = make_loss(cfg.loss, cfg.model.neurons_per_class)
+    loss = make_loss(cfg.loss, cfg.model.neurons_per_class, model)
     method = make_method(cfg, loss)
     state = method.init(model, cfg)
     if cfg.trainer.compile:
@@ -218,6 +218,7 @@ def train(
             eval_noise,
             exp.data.n_classes,
             cfg.metric.per_class_recall,
+            recall_class=cfg.metric.recall_class,
         )
         row: dict[str, Any] = {
             "epoch": epoch + 1,

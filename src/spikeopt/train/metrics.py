@@ -8,6 +8,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
+from spikeopt.config import ConfigError
+from spikeopt.functional.composite import Composite
 from spikeopt.functional.loss import Loss
 
 
@@ -74,13 +76,18 @@ def evaluate(
     generator: torch.Generator | None = None,
     n_classes: int = 0,
     recall: bool = False,
+    recall_class: int = -1,
 ) -> dict[str, float]:
     """Loss, accuracy and activity health of ``model`` on (x, y).
 
     ``acc`` is the loss's readout (with population coding: the class whose neurons score
     highest in total, the population vote); with ``neurons_per_class > 1`` also ``wta_acc``,
-    the class of the single highest-scoring output neuron.
+    the class of the single highest-scoring output neuron. ``recall_class >= 0`` adds that
+    class's ``recall_<c>``; a composite loss adds each term as ``loss_<term>``.
     """
+    if recall_class >= n_classes > 0:
+        raise ConfigError(f"metric.recall_class={recall_class}: classes are 0..{n_classes - 1}")
+    parts: dict[str, float] = {}
     model.eval()
     k = loss.neurons_per_class
     single = dataclasses.replace(loss, neurons_per_class=1)
@@ -89,6 +96,10 @@ def evaluate(
     for i in range(0, len(x), batch_size):
         xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
         spikes, mems = model(encode(xb, generator))
+        if isinstance(loss, Composite):  # per-component logging
+            terms, _ = loss.components(spikes, mems, yb)
+            for name, v in terms.items():
+                parts[f"loss_{name}"] = parts.get(f"loss_{name}", 0.0) + float(v) * len(yb)
         batch_loss, scores = loss(spikes, mems, yb)
         total_loss += float(batch_loss) * len(yb)
         preds.append(scores.argmax(-1).cpu())
@@ -99,7 +110,9 @@ def evaluate(
     out = {"loss": total_loss / len(x), "acc": float((pred == y).float().mean())}
     if k > 1:
         out["wta_acc"] = float((torch.cat(wta_preds) == y).float().mean())
-    if recall:
-        out.update(per_class_recall(pred, y, n_classes))
+    out.update({k: v / len(x) for k, v in parts.items()})
+    if recall or recall_class >= 0:
+        every = per_class_recall(pred, y, n_classes)
+        out.update(every if recall else {f"recall_{recall_class}": every[f"recall_{recall_class}"]})
     out.update(activity.summary())
     return out

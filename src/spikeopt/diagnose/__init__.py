@@ -1,0 +1,81 @@
+"""``spikeopt diagnose``: checks that tell a user whether a setup can learn, and by which method.
+
+Each check is a function ``cfg -> Finding``: the numbers it measured (rows, written as CSV), a
+one-line verdict and whether it passed. Nothing here prints; :func:`write` saves a finding's
+``<check>.csv`` and ``<check>.png``. The checks, cheapest first:
+
+* ``forward``: one forward pass, every layer's (B, T, N) shape, a finite loss.
+* ``subset``: the fixed train/test subsets: class balance, repeatable evaluation, resolution.
+* ``activity``: firing rate, dead and saturated neurons, membrane statistics, with advice.
+* ``overfit-batch``: BPTT and ES on one fixed batch: does the loss fall?
+* ``backprop-sanity``: a short BPTT run: can this model learn this data at all?
+* ``grad-quality``: cosine of the ES estimate and the surrogate gradient vs population, sigma.
+* ``encoders``: stochastic vs deterministic vs repeat input under ES: learning signal, noise.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+from spikeopt.config import Config, choose
+from spikeopt.diagnose.checks import Finding, activity, backprop_sanity, forward, subset
+from spikeopt.diagnose.gradients import encoders, grad_quality, overfit_batch
+from spikeopt.train import outputs as io
+
+Check = Callable[[Config], Finding]
+
+CHECKS: dict[str, Check] = {
+    "forward": forward,
+    "subset": subset,
+    "activity": activity,
+    "overfit-batch": overfit_batch,
+    "backprop-sanity": backprop_sanity,
+    "grad-quality": grad_quality,
+    "encoders": encoders,
+}
+
+
+def get_check(name: str) -> Check:
+    """The check called ``name``; the error lists the valid names."""
+    return CHECKS[choose("--checks", name, CHECKS)]
+
+
+def write(finding: Finding, out: Path) -> None:
+    """``<check>.csv`` (the rows) and ``<check>.png`` (finding.y against finding.x, one line
+    per value of finding.group) in ``out``, both written atomically."""
+    io.write_csv(out / f"{finding.check}.csv", finding.rows)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(finding.y), figsize=(4.5 * len(finding.y), 3.6), squeeze=False)
+    groups = sorted({str(r.get(finding.group, "")) for r in finding.rows})
+    for ax, key in zip(axes[0], finding.y):
+        for g in groups:
+            rows = [r for r in finding.rows if str(r.get(finding.group, "")) == g]
+            pts = [(r[finding.x], r[key]) for r in rows if _finite(r.get(key))]
+            if pts:
+                xs, ys = zip(*pts)
+                ax.plot(xs, ys, marker="o", ms=3, label=f"{finding.group}={g}" if g else None)
+        ax.set_xlabel(finding.x)
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        if len(groups) > 1:
+            ax.legend(fontsize=8)
+        if finding.logx:
+            ax.set_xscale("log")
+    fig.suptitle(f"{finding.check}: {'ok' if finding.ok else 'FAIL'}")
+    fig.tight_layout()
+    with io.atomic_open(out / f"{finding.check}.png", "wb") as fh:
+        fig.savefig(fh, format="png", dpi=100)
+    plt.close(fig)
+
+
+def _finite(v: object) -> bool:
+    return isinstance(v, (int, float)) and math.isfinite(v)
+
+
+__all__ = ["CHECKS", "Finding", "get_check", "write"]

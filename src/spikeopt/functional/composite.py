@@ -1,0 +1,166 @@
+"""Composite losses: a weighted sum of terms, each called with only the arguments it declares.
+
+A term is any callable whose parameter names come from :data:`ARGS`::
+
+    spikes  list of spike tensors per layer, (..., B, T, N); the last is the output layer
+    mems    list of membrane tensors, same shapes
+    y       labels (B,)
+    scores  class scores (..., B, C) from the readout ``loss.name`` names
+    k       output neurons per class (population coding)
+    params  the model's parameters (bound by ``make_loss(..., model)``)
+
+so ``def my_term(scores, y): ...`` never sees membranes it does not use, and a typo in an
+argument name fails when the loss is built, naming the valid ones. Terms keep the leading
+(population) axes like every loss here; in the batched ES path a hidden layer reaches a term
+as its per-member mean rate (``(c, 1, 1, 1)``), which is all the built-in rate term reads.
+A term that reads ``params`` sees the centre's weights under ES (the same for every member),
+so it shapes BPTT training and is logged under ES but cannot steer the ES search.
+
+Config: ``loss.terms=[ce, rate]`` with ``loss.ce_weight``, ``loss.rate_weight``, ... -- the
+``loss.<term>_<param>`` keys Tune binds (``bind_loss_param("rate", "weight", ...)``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from spikeopt.config import ConfigError, LossConfig, choose
+from spikeopt.functional.loss import Loss, cross_entropy
+
+ARGS: tuple[str, ...] = ("spikes", "mems", "y", "scores", "k", "params")
+TermFn = Callable[..., Tensor]
+
+
+@dataclass(frozen=True)
+class Term:
+    """One weighted term of a composite loss; ``args`` are the names ``fn`` declares."""
+
+    name: str
+    fn: TermFn
+    weight: float = 1.0
+
+    @property
+    def args(self) -> tuple[str, ...]:
+        """The argument names ``fn`` declares (checked against :data:`ARGS`)."""
+        names = tuple(inspect.signature(self.fn).parameters)
+        unknown = [a for a in names if a not in ARGS]
+        if unknown:
+            raise ConfigError(
+                f"loss term '{self.name}' declares {', '.join(unknown)}; a term may take "
+                f"only {', '.join(ARGS)}"
+            )
+        return names
+
+
+def ce() -> TermFn:
+    """Cross-entropy of the readout's class scores (count, mean, max or final membrane)."""
+
+    def term(scores: Tensor, y: Tensor) -> Tensor:
+        return cross_entropy(scores, y)
+
+    return term
+
+
+def population_mse(on: float = 1.0, off: float = 0.0) -> TermFn:
+    """MSE of every output neuron's firing rate against ``on`` for the neurons of the correct
+    class's population and ``off`` for the others (population coding with ``k`` per class)."""
+
+    def term(spikes: Sequence[Tensor], y: Tensor, k: int) -> Tensor:
+        rates = spikes[-1].mean(-2)  # (..., B, C*k)
+        cls = torch.arange(rates.shape[-1], device=rates.device) // k  # class of each neuron
+        target = torch.where(cls == y[:, None], on, off).to(rates.dtype)
+        return (rates - target).pow(2).mean((-2, -1))
+
+    return term
+
+
+def rate_target(targets: Sequence[float]) -> TermFn:
+    """Sum over hidden layers of (mean firing rate - target_i)^2; one target = every layer."""
+    goal = list(targets)
+
+    def term(spikes: Sequence[Tensor]) -> Tensor:
+        hidden = spikes[:-1]
+        if len(goal) not in (1, len(hidden)):
+            raise ConfigError(
+                f"loss.rate_targets has {len(goal)} values for {len(hidden)} hidden layers; "
+                "give one per hidden layer or a single value"
+            )
+        total = spikes[-1].new_zeros(spikes[-1].shape[:-3])
+        for i, s in enumerate(hidden):
+            total = total + (s.mean((-3, -2, -1)) - goal[i % len(goal)]) ** 2
+        return total
+
+    return term
+
+
+def weight_limit(limit: float) -> TermFn:
+    """Mean over weight entries (dims >= 2) of relu(|w| - limit)^2: zero inside the limit."""
+    if limit <= 0:
+        raise ConfigError(f"loss.wlimit must be > 0, got {limit}")
+
+    def term(params: Sequence[Tensor]) -> Tensor:
+        weights = [p for p in params if p.dim() >= 2]
+        if not weights:
+            raise ConfigError("the wlimit term needs the model's weights: build the loss with "
+                              "make_loss(cfg, k, model)")  # fmt: skip
+        excess = torch.cat([torch.relu(w.abs() - limit).pow(2).flatten() for w in weights])
+        return excess.mean()
+
+    return term
+
+
+# name -> builder from the loss config (the term's parameters are loss.<name>_* keys)
+TERMS: dict[str, Callable[[LossConfig], TermFn]] = {
+    "ce": lambda c: ce(),
+    "mse": lambda c: population_mse(c.mse_on, c.mse_off),
+    "rate": lambda c: rate_target(c.rate_targets or [c.rate_target]),
+    "wlimit": lambda c: weight_limit(c.wlimit),
+}
+
+
+@dataclass(frozen=True)
+class Composite(Loss):
+    """``sum_i weight_i * term_i``; scores come from the ``name`` readout (as :class:`Loss`)."""
+
+    terms: tuple[Term, ...] = ()
+    params: tuple[Tensor, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.terms:
+            raise ConfigError("a composite loss needs at least one term, e.g. loss.terms=[ce]")
+        for t in self.terms:
+            _ = t.args  # unknown argument names fail here, before training
+
+    def components(
+        self, spikes: Sequence[Tensor], mems: Sequence[Tensor], y: Tensor
+    ) -> tuple[dict[str, Tensor], Tensor]:
+        """Each term's unweighted value (kept per leading axis) and the class scores."""
+        scores = self.scores(spikes, mems)
+        avail: dict[str, Any] = {"spikes": spikes, "mems": mems, "y": y, "scores": scores,
+                                 "k": self.neurons_per_class, "params": self.params}  # fmt: skip
+        return {t.name: t.fn(**{a: avail[a] for a in t.args}) for t in self.terms}, scores
+
+    def __call__(
+        self, spikes: Sequence[Tensor], mems: Sequence[Tensor], y: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Weighted sum of the terms and the class scores."""
+        parts, scores = self.components(spikes, mems, y)
+        total = sum((t.weight * parts[t.name] for t in self.terms), torch.zeros(()))
+        return total, scores
+
+
+def make_composite(cfg: LossConfig, neurons_per_class: int = 1,
+                   model: nn.Module | None = None) -> Composite:  # fmt: skip
+    """The composite ``loss.terms`` names, weighted by ``loss.<term>_weight``."""
+    terms = []
+    for name in cfg.terms:
+        choose("loss.terms", name, TERMS)
+        terms.append(Term(name, TERMS[name](cfg), float(getattr(cfg, f"{name}_weight"))))
+    params = tuple(model.parameters()) if model is not None else ()
+    return Composite(cfg.name, neurons_per_class, terms=tuple(terms), params=params)

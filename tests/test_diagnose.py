@@ -1,0 +1,79 @@
+"""`spikeopt diagnose`: every check through the CLI, and each check's numbers on its own."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from spikeopt import api
+from spikeopt.cli import main
+from spikeopt.config import ConfigError
+from spikeopt.diagnose import CHECKS
+from spikeopt.diagnose.checks import activity
+from spikeopt.diagnose.gradients import encoders, grad_quality, overfit_batch
+
+TINY = {"model.hidden": [16], "encoder.steps": 4, "data.n_train": 200, "data.n_test": 100,
+        "data.batch_size": 32, "es.population": 16, "trainer.progress": False}  # fmt: skip
+
+
+def spikeopt(*args):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "spikeopt.cli", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+
+
+def test_every_check_prints_a_verdict_and_writes_csv_and_png(tmp_path):
+    over = [f"{k}={v}".replace(" ", "") for k, v in TINY.items()]
+    r = spikeopt("diagnose", "digits-hybrid", *over, "--steps", "5", "--epochs", "1",
+                 "--populations", "8,16", "--sigmas", "0.05", "--out", str(tmp_path))  # fmt: skip
+    assert r.returncode in (0, 1), r.stderr  # 1 = a check failed, which is a verdict too
+    lines = r.stdout.splitlines()
+    for name in CHECKS:
+        line = next(x for x in lines if x.startswith(name + " "))
+        assert " ok " in line or " FAIL " in line, line
+        assert (tmp_path / f"{name}.csv").stat().st_size > 0
+        assert (tmp_path / f"{name}.png").stat().st_size > 0
+    assert "BPTT loss" in r.stdout and "std error" in r.stdout
+
+
+def test_unknown_check_is_a_clear_error(tmp_path, capsys):
+    args = ["diagnose", "digits-hybrid", "--checks", "forward,grad_quality", "--out", str(tmp_path)]
+    assert main(args) == 2 and "did you mean 'grad-quality'" in capsys.readouterr().err
+    assert not tmp_path.joinpath("forward.csv").exists()  # nothing ran
+
+
+@pytest.mark.parametrize(
+    ("over", "word"),
+    [({"neuron.v_threshold": 100.0}, "silent"), ({"neuron.v_threshold": 0.001}, "saturated")],
+)
+def test_activity_advises_on_silent_and_saturated_layers(over, word):
+    f = activity(api.resolve("digits-hybrid", {**TINY, **over}), batches=1)
+    assert not f.ok and word in f.verdict and "layer0" in f.verdict
+    assert activity(api.resolve("digits-hybrid", TINY), batches=1).ok  # the recipe is healthy
+
+
+def test_overfit_batch_bptt_loss_falls():
+    f = overfit_batch(api.resolve("digits-hybrid", {**TINY, "optim.lr": 0.01}), steps=15)
+    bptt = [r["loss"] for r in f.rows if r["method"] == "surrogate"]
+    assert len(bptt) == 15 and bptt[-1] < 0.7 * bptt[0]
+    assert {r["method"] for r in f.rows} == {"surrogate", "es"}
+
+
+def test_grad_quality_improves_with_the_population():
+    f = grad_quality(api.resolve("digits-hybrid", TINY), populations=(4, 256), sigmas=(0.01,))
+    small, large = (r["cos_surrogate"] for r in f.rows)
+    assert large > small and large > 0.1 and f.ok
+
+
+def test_encoders_measure_noise_only_where_the_encoding_is_random():
+    f = encoders(api.resolve("digits-hybrid", TINY), draws=3)
+    rows = {r["encoder"]: r for r in f.rows}
+    assert rows["rate"]["noise"] > 0 and rows["rate"]["consistency"] < 1 - 1e-6
+    for kind in ("deterministic", "repeat"):
+        assert rows[kind]["noise"] == 0 and rows[kind]["consistency"] == pytest.approx(1.0)
+    with pytest.raises(ConfigError, match="draws"):
+        encoders(api.resolve("digits-hybrid", TINY), draws=1)
+    # digits are static images: the sequence encoder is reported as skipped, with the reason
+    seq = encoders(api.resolve("digits-hybrid", TINY), kinds=("sequence", "repeat"), draws=2)
+    assert "static samples" in seq.rows[0]["skipped"] and seq.rows[1]["signal"] > 0
