@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 import spikeopt
 from spikeopt import config as C
+from spikeopt.builders import Builders, check_model
 from spikeopt.functional.loss import Loss, make_loss
 from spikeopt.functional.surrogate import default_alpha, get_surrogate
 from spikeopt.methods import Method, TrainState, make_method
@@ -60,7 +61,7 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def build(cfg: C.Config) -> Experiment:
+def build(cfg: C.Config, builders: Builders | None = None) -> Experiment:
     """Load data and build model, loss and method; every bad setting raises here."""
     device = pick_device(cfg.trainer.device)
     C.choose("data.augment", cfg.data.augment, ("none", "flip", "flip-crop"))
@@ -70,7 +71,8 @@ def build(cfg: C.Config) -> Experiment:
             f"encoder.kind={cfg.encoder.kind} reads inputs as probabilities in [0, 1]; "
             "set data.normalize=false (or use encoder.kind=repeat)"
         )
-    data = load_dataset(cfg.data)
+    b = builders or Builders()
+    data = b.data(cfg) if b.data else load_dataset(cfg.data)
     if cfg.encoder.kind == "sequence" and not data.sequence:
         raise C.ConfigError(
             f"encoder.kind=sequence reads each sample as a time series, but data.name="
@@ -78,8 +80,13 @@ def build(cfg: C.Config) -> Experiment:
         )
     torch.manual_seed(cfg.trainer.seed)
     shape = step_shape(cfg.encoder, data.input_shape)
-    model = build_model(cfg, shape, data.n_classes).to(device)
-    loss = make_loss(cfg.loss, cfg.model.neurons_per_class, model)
+    if b.model:  # a user model: its output contract is checked on a real batch first
+        model = b.model(cfg, shape, data.n_classes).to(device)
+        n_out = data.n_classes * cfg.model.neurons_per_class
+        check_model(model, encode(data.x_train[:2].to(device), None), n_out)
+    else:
+        model = build_model(cfg, shape, data.n_classes).to(device)
+    loss = b.loss(cfg) if b.loss else make_loss(cfg.loss, cfg.model.neurons_per_class, model)
     method = make_method(cfg, loss)
     state = method.init(model, cfg)
     if cfg.trainer.compile:
@@ -156,13 +163,14 @@ def train(
     quiet: bool = False,
     callbacks: list[Callback] | None = None,
     name: str = "",
+    builders: Builders | None = None,
 ) -> dict[str, Any]:
     """Run ``cfg`` to the end (or to early stopping); returns the summary dict.
 
     With ``out`` every output is written there; ``resume`` continues from ``out``'s
     checkpoint. Callbacks receive each epoch's metrics row.
     """
-    exp = build(cfg)  # fails before anything is written
+    exp = build(cfg, builders)  # fails before anything is written
     tc = cfg.trainer
     sched = build_lr_scheduler(exp.state.optimizer, cfg.sched, tc.epochs)
     alpha0 = (
@@ -230,6 +238,8 @@ def train(
         row.update(
             {f"test_{k}" if k in ("loss", "acc", "wta_acc") else k: v for k, v in test.items()}
         )
+        if builders is not None and builders.metrics is not None:
+            row.update(builders.metrics(exp))
         row["wall_s"] = time.perf_counter() - t0
         rows.append(row)
         step_lr_scheduler(sched, row, cfg.sched)

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from spikeopt import config as C
+from spikeopt.builders import Builders
 from spikeopt.nn import build_model, n_params
 from spikeopt.tasks.datasets import load_dataset
 from spikeopt.tasks.encoders import make_encoder, step_shape
@@ -40,13 +41,15 @@ def available_mb() -> float:
     return float(psutil.virtual_memory().available) / 2**20
 
 
-def trial_mb(cfg: C.Config) -> dict[str, float]:
-    """Estimated peak RAM of one trial of ``cfg``, in MB, with its parts."""
-    data = load_dataset(cfg.data)
+def trial_mb(cfg: C.Config, builders: Builders | None = None) -> dict[str, float]:
+    """Estimated peak RAM of one trial of ``cfg`` (with any user builders), in MB, by part."""
+    b = builders or Builders()
+    data = b.data(cfg) if b.data else load_dataset(cfg.data)
     tensors = (data.x_train, data.y_train, data.x_test, data.y_test)
     data_mb = 2 * sum(t.numel() * t.element_size() for t in tensors) / 2**20
     torch.manual_seed(cfg.trainer.seed)
-    model = build_model(cfg, step_shape(cfg.encoder, data.input_shape), data.n_classes)
+    shape = step_shape(cfg.encoder, data.input_shape)
+    model = (b.model or build_model)(cfg, shape, data.n_classes)
     with torch.no_grad():
         x = make_encoder(cfg.encoder)(data.x_train[:1], None)
         spikes, _ = model(x)

@@ -23,6 +23,7 @@ from torch import nn
 
 from spikeopt import api
 from spikeopt import config as C
+from spikeopt.builders import Builders
 from spikeopt.dist import ensure_ray
 from spikeopt.train import outputs as io
 from spikeopt.train.loop import build
@@ -40,7 +41,8 @@ class Search:
 
     def __init__(self, recipe: str, metric: str = "test_acc", mode: str = "max",
                  overrides: dict[str, Any] | None = None, config_file: str | None = None,
-                 storage_path: str | Path | None = None, name: str = "") -> None:  # fmt: skip
+                 storage_path: str | Path | None = None, name: str = "",
+                 builders: Builders | None = None) -> None:  # fmt: skip
         self.recipe = recipe
         self.base = api.resolve(recipe, overrides, config_file)  # bad recipe/keys fail here
         self.metric, self.mode = metric, C.choose("--mode", mode, ("max", "min"))
@@ -54,6 +56,7 @@ class Search:
         self.name = name or recipe
         self.address = ""
         self.results: Any = None
+        self.builders = builders  # user model/data/loss/metrics, shipped to every trial
 
     # -- binding keys ------------------------------------------------------------------------
 
@@ -175,7 +178,7 @@ class Search:
 
     def memory_estimate(self) -> dict[str, float]:
         """The guard's per-trial estimate, for the largest values the space can produce."""
-        return memory.trial_mb(space.largest(self.base, self.space))
+        return memory.trial_mb(space.largest(self.base, self.space), self.builders)
 
     def concurrency(self) -> int:
         """Trials at once after the memory guard (raises if the request does not fit)."""
@@ -223,7 +226,7 @@ class Search:
         tune = require_tune()
         trainable = functools.partial(
             run_trial, recipe=self.recipe, base=C.to_dict(self.base), metric=self.metric,
-            mode=self.mode,
+            mode=self.mode, builders=self.builders,
         )  # fmt: skip
         tuner = tune.Tuner(
             tune.with_resources(trainable, self.resources),
@@ -277,6 +280,6 @@ class Search:
             raise C.ConfigError("the best trial saved no checkpoint")
         with result.checkpoint.as_directory() as d:
             ck = io.load_checkpoint(Path(d) / "checkpoint.pt")
-        model = build(self.best_config()).model
+        model = build(self.best_config(), self.builders).model
         model.load_state_dict(ck["method"]["model"])
         return model

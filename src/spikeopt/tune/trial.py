@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from spikeopt import config as C
+from spikeopt.builders import Builders
 from spikeopt.train.loop import train
 from spikeopt.tune.space import require_tune
 
@@ -72,7 +73,7 @@ class Reporter:
 
 
 def run_trial(config: dict[str, Any], *, recipe: str, base: dict[str, Any], metric: str,
-              mode: str) -> None:  # fmt: skip
+              mode: str, builders: Builders | None = None) -> None:  # fmt: skip
     """The Tune trainable: ``base`` config <- the trial's dotted ``config``, trained to the end."""
     tune = require_tune()
     cfg = C.apply(C.from_dict(base), config)
@@ -88,4 +89,4 @@ def run_trial(config: dict[str, Any], *, recipe: str, base: dict[str, Any], metr
                     shutil.copy2(Path(d) / name, out / name)
         resume = True
     reporter = Reporter(out, metric, mode, cfg.early_stop)
-    train(cfg, out, resume=resume, quiet=True, callbacks=[reporter], name=recipe)
+    train(cfg, out, resume, quiet=True, callbacks=[reporter], name=recipe, builders=builders)
