@@ -104,6 +104,8 @@ def test_search_reports_every_epoch_restores_the_best_epoch_and_writes_a_runnabl
         assert list(df["stop_best"]) == list(df["test_acc"].cummax())
         assert list(Path(r.path).glob("events.out.tfevents*"))  # Ray's TensorBoard scalars
         assert list((Path(r.path) / "run" / "tb").glob("events.out.tfevents*"))  # the loop's
+        own = (Path(r.path) / "run" / "metrics.csv").read_text().splitlines()
+        assert len(own) == len(df) + 1  # each trial's loop outputs in its own folder
     best = s.best_result()
     best_acc = max(max(r.metrics_dataframe["test_acc"]) for r in results)
     assert max(best.metrics_dataframe["test_acc"]) == best_acc

@@ -26,9 +26,9 @@ from spikeopt.nn import build_model, n_params
 from spikeopt.tasks.datasets import load_dataset
 from spikeopt.tasks.encoders import make_encoder, step_shape
 
-# RSS of an idle Ray trial process with torch and spikeopt imported (measured: ~330 MB on
-# CPU, torch 2.x, Python 3.11), rounded up.
-WORKER_MB = 400.0
+# RSS of a Ray trial process running a tiny digits-es config (population 16, 32 hidden):
+# torch, Ray and spikeopt imported, data loaded -- measured 437-455 MB (Ray 2.60, torch 2.13).
+WORKER_MB = 450.0
 COPIES_BPTT = 8
 COPIES_ES = 5  # as population.evaluate's _COPIES
 POPULATION_METHODS = ("es", "snes", "cma", "hybrid", "guided-es")

@@ -238,7 +238,9 @@ class Search:
                 max_concurrent_trials=concurrent,
                 scheduler=self._make_scheduler(),
                 search_alg=self._make_searcher(),
-                reuse_actors=True,  # later trials skip the torch import and data load
+                # A reused actor reports a stale trial dir, and the loop's outputs of two
+                # trials would land in one folder: one process per trial.
+                reuse_actors=False,
             ),
             run_config=tune.RunConfig(
                 name=self.name,
