@@ -82,7 +82,7 @@ def _compare(args: argparse.Namespace) -> int:
         args.config,
         quiet=not args.verbose,
     )
-    print(cmp.format_table(table, args.recipe))
+    print(cmp.format_table(table, " ".join([args.recipe, *args.overrides])))
     print(f"outputs: {out}")
     return 0
 

@@ -171,7 +171,8 @@ def compare(
         table.append(row)
     io.write_csv(out / "runs.csv", runs)
     io.write_csv(out / "table.csv", table)
-    io.write_text(out / "table.md", format_table(table, recipe) + "\n")
+    title = " ".join([recipe, *(f"{k}={v}" for k, v in (overrides or {}).items())])
+    io.write_text(out / "table.md", format_table(table, title) + "\n")
     plot(out / "curves.png", curves, recipe)
     return table
 
