@@ -97,8 +97,9 @@ def test_resume_continues_exactly(tmp_path):
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-def test_population_fitness_uses_common_seeds_and_one_batch():
-    cfg = apply(Config(), {**TINY, "method.name": "es", "rl.batch_episodes": 3})
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])  # batched SNN path; vmap for the ReLU MLP
+def test_population_fitness_uses_common_seeds_and_one_batch(arch):
+    cfg = apply(Config(), {**TINY, "method.name": "es", "rl.batch_episodes": 3, "model.arch": arch})
     env = make_env(cfg.env)
     torch.manual_seed(0)
     model = build_policy(cfg, env.obs_dim, env.n_actions)

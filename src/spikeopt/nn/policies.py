@@ -14,6 +14,8 @@ own observations in one batched pass.
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import torch
 from torch import Tensor, nn
@@ -82,11 +84,14 @@ def population_logits(model: nn.Module, noise: ChunkNoise, obs: np.ndarray, cfg:
     if supports(model):
         spikes, mems = snn_forward(model, x, Context(noise), keep_hidden=False, per_member=True)  # type: ignore[arg-type]
         return readout(spikes, mems, cfg.policy)
-    named = perturbed(model)
-    params = {n: noise.weights(p) for n, p in named}
+    params = {n: noise.weights(p) for n, p in perturbed(model)}
+    # functional_call on a throw-away copy: on a module that appears under two names (the
+    # MLP's output layer) it restores a batched tensor into the alias, so the original
+    # would be left broken after vmap
+    shadow = copy.deepcopy(model)
 
     def one(member: dict[str, Tensor], xi: Tensor) -> Tensor:
-        s, m = functional_call(model, member, (xi,))
+        s, m = functional_call(shadow, member, (xi,))
         return readout(s, m, cfg.policy)
 
     return vmap(one)(params, x)
