@@ -173,7 +173,7 @@ def compare(
     io.write_csv(out / "table.csv", table)
     title = " ".join([recipe, *(f"{k}={v}" for k, v in (overrides or {}).items())])
     io.write_text(out / "table.md", format_table(table, title) + "\n")
-    plot(out / "curves.png", curves, recipe)
+    plot(out / "curves.png", curves, title)
     return table
 
 

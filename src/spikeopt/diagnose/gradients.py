@@ -104,8 +104,9 @@ def grad_quality(
         f"{best['population']}, sigma {best['sigma']:g}; estimated cos(surrogate, true "
         f"gradient) {a:.2f}: {tail}"
     )
-    return Finding("grad-quality", best["cos_surrogate"] > 0, verdict, rows, "population",
-                   ["cos_surrogate", "cos_repeat"], group="sigma", logx=True)  # fmt: skip
+    panels = ["cos_surrogate", "cos_repeat", "agreement"]
+    return Finding("grad-quality", best["cos_surrogate"] > 0, verdict, rows, "population", panels,
+                   group="sigma", logx=True)  # fmt: skip
 
 
 def encoders(
