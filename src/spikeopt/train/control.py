@@ -195,6 +195,10 @@ def summarize(
         **ev,
         **base,
         "episodes": len(rows) if cfg.method.name == "reinforce" else rows[-1]["episode"],
+        # every episode an environment ran for training (population methods: P members + centre)
+        "env_episodes": len(rows)
+        if cfg.method.name == "reinforce"
+        else state.step * r.batch_episodes * (cfg.es.population + 1),
         "iterations": state.step,
         "wall_s": rows[-1]["wall_s"] if rows else 0.0,
         "n_params": n_params(state.model),
