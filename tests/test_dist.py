@@ -83,3 +83,22 @@ def test_training_on_two_actors_matches_one_process_exactly(ray_local, tmp_path)
     assert all(torch.equal(ref_model[k], model[k]) for k in ref_model)
     for key in ("train_fit_mean", "train_fit_std", "train_fit_max", "train_loss", "test_acc"):
         assert [r[key] for r in rows] == [r[key] for r in ref_rows]
+
+
+def test_control_objectives_shard_too(ray_local):
+    # A gymnasium rollout objective (holds the whole Config): same returns, its `last` readable.
+    from spikeopt.train.control import build_control
+
+    cfg = api.resolve("cartpole-lif-es", {"es.population": 16, "es.chunk": 4,
+                                          "es.workers": 2, "es.worker_cpus": 0.5})  # fmt: skip
+    _, method, state = build_control(cfg)
+    remote, seeds = method.objective, [11, 12]
+    assert isinstance(remote, RayObjective)
+    pert = method.perturbation(0)
+    try:
+        local = remote.inner.fitness(state.model, pert, seeds)
+        assert torch.equal(remote.fitness(state.model, pert, seeds), local)
+        remote.centre(state.model, seeds)
+        assert remote.last is remote.inner.last is not None
+    finally:
+        remote.close()

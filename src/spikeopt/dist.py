@@ -105,13 +105,22 @@ class Evaluator:
         return f, torch.get_rng_state()
 
 
+def _es_config(objective: Any) -> Any:
+    """The ES config an objective chunks by: ``objective.cfg`` (an ESConfig) or its ``.es``."""
+    cfg = getattr(objective, "cfg", None)
+    return getattr(cfg, "es", cfg)
+
+
 def _fixed_chunk(objective: Any, chunk: int) -> Any:
     """A copy of a chunked objective that evaluates in chunks of exactly ``chunk`` members."""
     cfg = getattr(objective, "cfg", None)
-    if cfg is None or not hasattr(cfg, "chunk"):
+    if cfg is None or not hasattr(_es_config(objective), "chunk"):
         return objective
     clone = copy.copy(objective)
-    clone.cfg = dataclasses.replace(cfg, chunk=chunk)
+    if hasattr(cfg, "es"):  # a whole Config (control objectives)
+        clone.cfg = dataclasses.replace(cfg, es=dataclasses.replace(cfg.es, chunk=chunk))
+    else:
+        clone.cfg = dataclasses.replace(cfg, chunk=chunk)
     return clone
 
 
@@ -168,11 +177,17 @@ class RayObjective:
         torch.set_rng_state(results[todo[0]][1])  # as if the driver had evaluated them
         return torch.cat([results[s][0] for s in todo])
 
+    def __getattr__(self, name: str) -> Any:
+        # Anything else a method or loop reads from its objective (e.g. control's `last`).
+        if name.startswith("_") or name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
     # -- the actor pool ---------------------------------------------------------------------
 
     def _chunk_for(self, model: nn.Module, pert: Perturbation, batch: Any) -> int:
         """The chunk size the in-process evaluation would use (shards align to it)."""
-        cfg = getattr(self.inner, "cfg", None)
+        cfg = _es_config(self.inner)
         if cfg is not None and getattr(cfg, "chunk", 0) > 0:
             return min(int(cfg.chunk), pert.population)
         if cfg is not None and hasattr(cfg, "memory_mb") and isinstance(batch, tuple):
