@@ -137,7 +137,9 @@ def train_control(
     tb = None
     if out is not None:
         io.write_text(out / "config.yaml", C.dump_yaml(cfg))
-        tb = io.TensorBoard(out / "tb", purge_step=len(rows) + 1 if resume else None)
+        # events after the checkpoint (a crash between writes) are dropped on resume
+        purge = int(rows[-1]["episode"]) + 1 if resume and rows else None
+        tb = io.TensorBoard(out / "tb", purge_step=purge)
     t0 = time.perf_counter() - wall0
     population = cfg.method.name in POPULATION_METHODS
     bar = tqdm(range(start, updates), total=updates, initial=start, desc=name or "control",
