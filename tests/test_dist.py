@@ -77,8 +77,10 @@ def _run(tmp_path, name, **over):
 def test_training_on_two_actors_matches_one_process_exactly(ray_local, tmp_path):
     exp = build(api.resolve("digits-es", {**TINY, "es.workers": 2}))
     assert isinstance(exp.method.objective, RayObjective)  # the option is wired into es
-    ref_model, ref_rows = _run(tmp_path, "local")
-    model, rows = _run(tmp_path, "ray", **{"es.workers": 2, "es.worker_cpus": 0.5})
+    # a composite whose weight term reads the centre's parameters: actors must track them
+    loss = {"loss.terms": ["ce", "wlimit"], "loss.wlimit": 0.05}
+    ref_model, ref_rows = _run(tmp_path, "local", **loss)
+    model, rows = _run(tmp_path, "ray", **loss, **{"es.workers": 2, "es.worker_cpus": 0.5})
     assert ref_model.keys() == model.keys()
     assert all(torch.equal(ref_model[k], model[k]) for k in ref_model)
     for key in ("train_fit_mean", "train_fit_std", "train_fit_max", "train_loss", "test_acc"):

@@ -39,6 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from spikeopt.config import ConfigError
+from spikeopt.functional.composite import Composite
 from spikeopt.population import Noise, Offsets, Perturbation, chunk_size, perturbed
 from spikeopt.population.noise import ChunkNoise
 
@@ -93,6 +94,10 @@ class Evaluator:
         torch.set_num_threads(threads)
         self.model, self.objective = model, objective
         self.params = [p for _, p in perturbed(model)]
+        loss = getattr(objective, "loss", None)
+        if isinstance(loss, Composite) and loss.params:  # its params: this actor's centre
+            self.objective = copy.copy(objective)
+            self.objective.loss = dataclasses.replace(loss, params=tuple(model.parameters()))
 
     def fitness(
         self, centre: dict[str, Any], pert: Perturbation, m0: int, m1: int
