@@ -138,6 +138,8 @@ def test_bad_control_settings_fail_before_running():
         build_control(apply(Config(), {**TINY, "method.name": "surrogate"}))
     with pytest.raises(ConfigError, match="rl.batch_episodes"):
         build_control(apply(Config(), {**TINY, "rl.batch_episodes": 0}))
+    with pytest.raises(ConfigError, match="rl.converge_level"):
+        build_control(apply(Config(), {**TINY, "rl.converge_level": 1.5}))
     with pytest.raises(ConfigError, match="policy.obs_scale"):
         build_control(apply(Config(), {**TINY, "policy.obs_scale": [1.0]}))
     with pytest.raises(ConfigError, match="policy.readout"):

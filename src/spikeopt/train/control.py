@@ -53,6 +53,11 @@ def build_control(cfg: C.Config) -> tuple[BatchEnv, Method, TrainState]:
             "rl.batch_episodes, rl.episodes and rl.generations must be >= 1 and "
             "rl.eval_episodes >= 0"
         )
+    if r.converge_window < 1 or not 0 < r.converge_level <= 1 or r.baseline_episodes < 0:
+        raise C.ConfigError(
+            "rl.converge_window must be >= 1, rl.converge_level in (0, 1] and "
+            "rl.baseline_episodes >= 0"
+        )
     env = make_env(cfg.env)
     torch.manual_seed(cfg.trainer.seed)
     model = build_policy(cfg, env.obs_dim, env.n_actions)
