@@ -28,4 +28,4 @@ def test_greedy_heuristics_beat_random_and_success_follows_the_task():
     acro = make_env(EnvConfig(name="acrobot", max_steps=200))
     assert acro.max_steps == 200
     b = baselines(acro, 3, seed=0)
-    assert b["greedy_success_rate"] >= b["random_success_rate"]
+    assert b["greedy_success_rate"] > b["random_success_rate"]

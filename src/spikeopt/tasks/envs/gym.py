@@ -71,7 +71,8 @@ class GymBatch:
 
     def greedy(self, obs: np.ndarray) -> np.ndarray:
         """Hand-written heuristics: CartPole pushes toward the side the pole falls to
-        (angle + 0.5 angular velocity); Acrobot torques along the first joint's velocity."""
+        (angle + 0.5 angular velocity); Acrobot torques the actuated joint along its own
+        velocity, pumping energy into the swing."""
         if self.name == "cartpole":
             return (obs[:, 2] + 0.5 * obs[:, 3] > 0).astype(np.int64)
-        return np.where(obs[:, 4] > 0, 2, 0).astype(np.int64)
+        return np.where(obs[:, 5] > 0, 2, 0).astype(np.int64)
