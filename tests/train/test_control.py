@@ -160,3 +160,8 @@ def test_sessions_write_per_session_outputs_and_mean_min_max(tmp_path):
     assert top["sessions"][1]["seed"] == 1
     with pytest.raises(ConfigError, match="already holds a run"):
         api.run("nav-reinforce", over, out=tmp_path, quiet=True, sessions=2, workers=1)
+    # --resume on a finished multi-session folder reads every session back, nothing reruns
+    (tmp_path / "session1" / "summary.json").unlink()  # as if session 1 had been killed
+    again = api.run("nav-reinforce", out=tmp_path, resume=True, quiet=True)
+    assert again["n_sessions"] == 2
+    assert again["sessions"][1]["success_rate"] == s["sessions"][1]["success_rate"]
