@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from spikeopt.recipes import list_recipes
+
 TINY = [
     "encoder.steps=4",
     "model.hidden=[32]",
@@ -33,7 +35,9 @@ def test_list_and_filter():
     r = spikeopt("list")
     assert r.returncode == 0 and "digits-surrogate" in r.stdout and "cnn-baseline" in r.stdout
     r = spikeopt("list", "--application", "sequence")
-    assert r.stdout.count("\n") == 2 and "mnist1d-rsnn-surrogate" in r.stdout
+    names = {line.split()[0] for line in r.stdout.splitlines()[1:]}
+    assert names == {r.name for r in list_recipes(application="sequence")}
+    assert "mnist1d-rsnn-surrogate" in names and "digits-surrogate" not in names
 
 
 def test_show_prints_every_key_with_its_doc():

@@ -240,6 +240,12 @@ class TrainerConfig:
     device: str = doc("auto", "auto | cpu | cuda")
     compile: bool = doc(False, "torch.compile the model (slow first epoch, faster after)")
     progress: bool = doc(True, "show a progress bar")
+    overfit_batch: bool = doc(
+        False, "train on one fixed batch every step (does the loss fall? a sanity mode)"
+    )
+    eval_train: bool = doc(
+        False, "also evaluate on the whole (fixed) training set each epoch: train_eval_*"
+    )
 
 
 @dataclass

@@ -76,7 +76,7 @@ def test_lowrank_member_of_a_linear_layer_equals_materialised_weights():
 
 def test_lowrank_member_of_a_conv_layer_equals_materialised_kernels():
     torch.manual_seed(0)
-    layer = ConvLIF(3, 4, 3, NeuronConfig(), "none", "none", 6).double()
+    layer = ConvLIF(3, 4, 3, NeuronConfig(), "none", "none", (6, 6)).double()
     conv = layer.conv
     chunk = Noise([conv.weight, conv.bias], Perturbation(4, 0.2, rank=2)).members(0, 4)
     x = torch.randn(5, 3, 6, 6, dtype=torch.float64)

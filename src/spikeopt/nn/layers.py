@@ -100,18 +100,32 @@ class RecurrentLIF(nn.Module):
 
 
 class ConvLIF(nn.Module):
-    """Conv2d (+ batch norm) -> LIF -> pooling, on (B, T, C, H, W) inputs."""
+    """Conv2d (+ batch norm) -> LIF -> pooling, on (B, T, C, H, W) inputs.
+
+    ``hw`` is the input's (H, W). An input of height 1 is a 1-D signal (C, 1, L): kernels
+    are (1, k) and pooling (1, 2), so MNIST-1D-like data get a true 1-D convolution.
+    """
 
     def __init__(
-        self, c_in: int, c_out: int, k: int, cfg: NeuronConfig, pool: str, norm: str, hw: int
+        self,
+        c_in: int,
+        c_out: int,
+        k: int,
+        cfg: NeuronConfig,
+        pool: str,
+        norm: str,
+        hw: tuple[int, int],
     ) -> None:
         super().__init__()
         choose("model.pool", pool, ("avg", "max", "none"))
         choose("model.norm", norm, ("none", "batch"))
-        self.conv = nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=norm == "none")
+        flat = hw[0] == 1
+        kernel, pad = ((1, k), (0, k // 2)) if flat else ((k, k), (k // 2, k // 2))
+        self.conv = nn.Conv2d(c_in, c_out, kernel, padding=pad, bias=norm == "none")
         self.bn = nn.BatchNorm2d(c_out) if norm == "batch" else None
         self.pool = pool
-        self.neuron = LIF(c_out * hw * hw, cfg)
+        self.window = (1, 2) if flat else (2, 2)
+        self.neuron = LIF(c_out * hw[0] * hw[1], cfg)
 
     def current(self, x: Tensor) -> Tensor:
         """Synaptic current (N, C, H, W) of a batch of frames (N, C_in, H, W)."""
@@ -134,7 +148,8 @@ class ConvLIF(nn.Module):
         if self.pool == "none":
             return s
         frames = s.flatten(0, 1)
-        frames = F.avg_pool2d(frames, 2) if self.pool == "avg" else F.max_pool2d(frames, 2)
+        pool = F.avg_pool2d if self.pool == "avg" else F.max_pool2d
+        frames = pool(frames, self.window)
         return frames.view(*s.shape[:2], *frames.shape[1:])
 
 

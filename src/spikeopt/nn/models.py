@@ -106,14 +106,16 @@ def build_model(cfg: Config, input_shape: tuple[int, ...], n_classes: int) -> nn
     if m.arch == "conv":
         if len(input_shape) != 3:
             raise ConfigError(
-                f"model.arch=conv needs image inputs (C, H, W), got per-step shape {input_shape}; "
-                "use model.arch=mlp or rsnn"
+                f"model.arch=conv needs image inputs (C, H, W) or 1-D signals (C, 1, L), got "
+                f"per-step shape {input_shape}; use model.arch=mlp or rsnn"
             )
-        c, hw = input_shape[0], input_shape[1]
+        c, h, w = input_shape
         for c_out in m.channels:
-            layers.append(ConvLIF(c, c_out, m.kernel_size, neuron, m.pool, m.norm, hw))
-            c, hw = c_out, hw // 2 if m.pool != "none" else hw
-        n = c * hw * hw
+            layers.append(ConvLIF(c, c_out, m.kernel_size, neuron, m.pool, m.norm, (h, w)))
+            if m.pool != "none":
+                h, w = (1 if h == 1 else h // 2), w // 2
+            c = c_out
+        n = c * h * w
         flatten_at = len(layers)
     else:
         n = math.prod(input_shape)

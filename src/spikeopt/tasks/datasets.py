@@ -8,6 +8,7 @@ missing or unreadable dataset is a :class:`DataError` that says how to provide i
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -58,6 +59,13 @@ class Dataset:
     def input_shape(self) -> tuple[int, ...]:
         """Shape of one sample, ``x_train.shape[1:]``."""
         return tuple(self.x_train.shape[1:])
+
+
+def as_signal(data: Dataset) -> Dataset:
+    """Vector samples (L,) as one-channel 1-D signals (1, 1, L), the shape conv layers take."""
+    return dataclasses.replace(
+        data, x_train=data.x_train[:, None, None, :], x_test=data.x_test[:, None, None, :]
+    )
 
 
 def load_dataset(cfg: DataConfig) -> Dataset:

@@ -28,7 +28,7 @@ from spikeopt.functional.loss import Loss, make_loss
 from spikeopt.functional.surrogate import default_alpha, get_surrogate
 from spikeopt.methods import Method, TrainState, make_method
 from spikeopt.nn import build_model, n_params, set_surrogate
-from spikeopt.tasks.datasets import Dataset, augment, load_dataset
+from spikeopt.tasks.datasets import Dataset, as_signal, augment, load_dataset
 from spikeopt.tasks.encoders import make_encoder, step_shape
 from spikeopt.train import outputs as io
 from spikeopt.train.metrics import evaluate
@@ -78,6 +78,8 @@ def build(cfg: C.Config, builders: Builders | None = None) -> Experiment:
             f"encoder.kind=sequence reads each sample as a time series, but data.name="
             f"{cfg.data.name} holds static samples; use encoder.kind=repeat (or rate, ...)"
         )
+    if cfg.model.arch == "conv" and len(data.input_shape) == 1 and cfg.encoder.kind != "sequence":
+        data = as_signal(data)  # a 1-D conv over the whole series at every step
     torch.manual_seed(cfg.trainer.seed)
     shape = step_shape(cfg.encoder, data.input_shape)
     if b.model:  # a user model: its output contract is checked on a real batch first
@@ -108,14 +110,21 @@ def _batches(exp: Experiment, epoch: int) -> tuple[int, Any]:
     steps = cfg.trainer.steps_per_epoch or math.ceil(len(x) / bs)
     order = _generator(cfg.trainer.seed, epoch, 0, torch.device("cpu"))
     noise = _generator(cfg.trainer.seed, epoch, 1, exp.device)
-    passes = math.ceil(steps * bs / len(x))
-    perm = torch.cat([torch.randperm(len(x), generator=order) for _ in range(passes)])
+    fixed = cfg.trainer.overfit_batch
+    if fixed:  # the first batch of epoch 0, over and over: same samples, noise, no augment
+        first = _generator(cfg.trainer.seed, 0, 0, torch.device("cpu"))
+        perm = torch.randperm(len(x), generator=first)[:bs].repeat(steps)
+    else:
+        passes = math.ceil(steps * bs / len(x))
+        perm = torch.cat([torch.randperm(len(x), generator=order) for _ in range(passes)])
 
     def gen() -> Any:
         for i in range(steps):
+            if fixed:
+                noise.manual_seed(cfg.trainer.seed + 777)
             idx = perm[i * bs : (i + 1) * bs]
             xb = x[idx]
-            if cfg.data.augment != "none":
+            if cfg.data.augment != "none" and not fixed:
                 xb = augment(xb, cfg.data.augment, order)
             xb = xb.to(exp.device)
             yield exp.encode(xb, noise), y[idx].to(exp.device)
@@ -228,6 +237,21 @@ def train(
             cfg.metric.per_class_recall,
             recall_class=cfg.metric.recall_class,
         )
+        if tc.eval_train:  # the fixed training subset, encoded as the test set is
+            eval_noise.manual_seed(tc.seed + 12345)
+            on_train = evaluate(
+                exp.model,
+                exp.loss,
+                exp.data.x_train,
+                exp.data.y_train,
+                exp.encode,
+                cfg.data.eval_batch_size,
+                exp.device,
+                eval_noise,
+                exp.data.n_classes,
+                False,
+            )
+            test.update({f"train_eval_{k}": on_train[k] for k in ("loss", "acc")})
         row: dict[str, Any] = {
             "epoch": epoch + 1,
             "step": exp.state.step,
