@@ -5,7 +5,9 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from spikeopt.config import ConfigError
+from spikeopt.config import Config, ConfigError, apply
+from spikeopt.functional.loss import make_loss
+from spikeopt.nn import build_model
 from spikeopt.population import Perturbation, evaluate, materialize, supports
 
 
@@ -66,3 +68,15 @@ def test_randomness_different_gives_every_member_its_own_draw():
 def test_randomness_must_be_named():
     with pytest.raises(ConfigError, match="same, different"):
         evaluate(Net(), Perturbation(2, 0.1), _batch(), _loss, randomness="error")
+
+
+def test_the_non_spiking_baseline_is_untouched_by_a_vmapped_population():
+    cfg = apply(Config(), {"model.arch": "cnn", "model.hidden": [8], "loss.name": "ce_mean"})
+    model = build_model(cfg, (1, 8, 8), 10)
+    loss = make_loss(cfg.loss, 1)
+    x, y = torch.rand(4, 1, 1, 8, 8), torch.randint(0, 10, (4,))
+    model.eval()
+    before = model(x)[0][-1]
+    fitness = evaluate(model, Perturbation(4, 0.1), (x, y), loss)
+    assert torch.isfinite(fitness).all()
+    torch.testing.assert_close(model(x)[0][-1], before)  # no batched tensor left behind

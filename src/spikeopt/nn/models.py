@@ -79,8 +79,16 @@ class CNN(nn.Module):
         for h in hidden:
             blocks += [nn.Linear(n, h), nn.ReLU()]
             n = h
-        self.out = nn.Linear(n, n_out)
-        self.body = nn.Sequential(*blocks, self.out)
+        # the output layer is registered once, inside body: a second registration would tie
+        # two names to one parameter, which functional_call under vmap (ES) cannot restore
+        self.body = nn.Sequential(*blocks, nn.Linear(n, n_out))
+
+    @property
+    def out(self) -> nn.Linear:
+        """The output layer."""
+        out = self.body[-1]
+        assert isinstance(out, nn.Linear)
+        return out
 
     def forward(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
         """x (B, T, ...) -> ([logits (B, 1, C)], [logits (B, 1, C)])."""
