@@ -36,7 +36,8 @@ def test_cap_update_scales_the_applied_change_only():
 @pytest.mark.parametrize(
     ("over", "match"),
     [({"es.population": 15}, "even"), ({"es.mode": "dense"}, "es.mode"),
-     ({"es.shaping": "rank"}, "centered_rank, nes_utility, zscore, raw"), ({"es.sigma": -1.0}, "es.sigma"),
+     ({"es.shaping": "rank"}, "centered_rank, nes_utility, zscore, raw"),
+     ({"es.sigma": -1.0}, "es.sigma"),
      ({"es.sigma_schedule": "cosine"}, "constant, exponential, linear"),
      ({"es.sigma_schedule": "linear", "es.sigma_floor": 0.0}, "es.sigma_floor"),
      ({"es.vmap_randomness": "all"}, "same, different"), ({"es.max_update": -1.0}, "max_update")],
