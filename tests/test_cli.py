@@ -66,12 +66,16 @@ def test_run_with_config_file_and_resume(tmp_path):
         "encoder.steps=4",
         "--config",
         str(cfg),
+        "data.batch_size=32",  # overrides may also follow an option
         "--out",
         str(out),
         "--quiet",
     )
     assert r.returncode == 0, r.stderr
-    assert "hidden:\n  - 16" in (out / "config.yaml").read_text()
+    written = (out / "config.yaml").read_text()
+    assert "hidden:\n  - 16" in written and "batch_size: 32" in written
+    r = spikeopt("run", "digits-mlp-surrogate", "--config", str(cfg), "--bogus")
+    assert r.returncode == 2 and "unrecognized arguments: --bogus" in r.stderr
     # a finished run resumes to the same end without training again
     r = spikeopt("run", "digits-mlp-surrogate", "--resume", str(out), "--quiet")
     assert r.returncode == 0, r.stderr

@@ -171,7 +171,14 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``spikeopt`` console script."""
-    args = parser().parse_args(argv)
+    p = parser()
+    args, extra = p.parse_known_args(argv)
+    # key=value overrides may also follow an option (`run R --config F a=1`): argparse stops
+    # collecting a positional list at the first option, so gather the rest here
+    if extra and hasattr(args, "overrides") and all("=" in e and e[0] != "-" for e in extra):
+        args.overrides = [*args.overrides, *extra]
+    elif extra:
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return int(args.fn(args))
     except (C.ConfigError, DataError, FileNotFoundError) as err:
