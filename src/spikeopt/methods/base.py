@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from spikeopt.config import Config, ConfigError, OptimConfig, choose
+from spikeopt.functional.loss import Loss
 
 Batch = tuple[Tensor, Tensor]  # encoded inputs (B, T, ...), labels (B,)
 
@@ -61,6 +62,23 @@ def build_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim
     betas = (cfg.betas[0], cfg.betas[1])
     opt = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
     return opt(params, cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
+
+
+def backprop(state: TrainState, loss_fn: Loss, batch: Batch) -> dict[str, float]:
+    """BPTT on ``batch`` in train mode: ``p.grad`` then holds the surrogate gradient (the
+    optimizer's old gradients cleared); returns the batch's ``loss`` and ``acc``."""
+    x, y = batch
+    state.model.train()
+    spikes, mems = state.model(x)
+    loss, scores = loss_fn(spikes, mems, y)
+    state.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    return {"loss": float(loss.detach()), "acc": float((scores.argmax(-1) == y).float().mean())}
+
+
+def surrogate_grads(params: list[nn.Parameter]) -> list[Tensor]:
+    """Copies of the gradients :func:`backprop` left, zeros where a parameter got none."""
+    return [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in params]
 
 
 def apply_update(state: TrainState, cfg: OptimConfig) -> float:

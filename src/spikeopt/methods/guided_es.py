@@ -32,9 +32,11 @@ from spikeopt.functional.loss import Loss
 from spikeopt.methods.base import (
     TrainState,
     apply_update,
+    backprop,
     base_state_dict,
     build_optimizer,
     load_base_state,
+    surrogate_grads,
 )
 from spikeopt.methods.es import ES, cap_update, fitness_stats, sigma_at
 from spikeopt.methods.hybrid import forked_rng
@@ -101,21 +103,12 @@ class GuidedES:
     def step(self, state: TrainState, batch: Any) -> tuple[TrainState, dict[str, float]]:
         """BPTT for the surrogate gradient; then either apply it (warm-up) or guide ES by it."""
         assert isinstance(state, GuidedState)
-        x, y = batch
-        model, gc = state.model, self.cfg.guided
-        model.train()
+        x, model, gc = batch[0], state.model, self.cfg.guided
         rng = torch.get_rng_state()
-        spikes, mems = model(x)
-        loss, scores = self.loss(spikes, mems, y)
-        state.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        metrics = backprop(state, self.loss, batch)
         params = [p for _, p in perturbed(model)]
-        g_s = torch.cat([_grad(p).flatten() for p in params])
-        state.history = [*state.history, g_s.detach().clone()][-gc.k :]
-        metrics = {
-            "loss": float(loss.detach()),
-            "acc": float((scores.argmax(-1) == y).float().mean()),
-        }
+        g_s = torch.cat([g.flatten() for g in surrogate_grads(params)])
+        state.history = [*state.history, g_s][-gc.k :]
         if state.step < gc.warmup_steps:
             return state, {
                 **metrics,
@@ -162,10 +155,6 @@ class GuidedES:
         load_base_state(state, d)
         state.history = list(d["history"])
         return state
-
-
-def _grad(p: nn.Parameter) -> Tensor:
-    return p.grad.detach() if p.grad is not None else torch.zeros_like(p)
 
 
 def _split(flat: Tensor, params: list[nn.Parameter]) -> list[Tensor]:

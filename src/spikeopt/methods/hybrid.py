@@ -31,9 +31,11 @@ from spikeopt.functional.loss import Loss
 from spikeopt.methods.base import (
     TrainState,
     apply_update,
+    backprop,
     base_state_dict,
     build_optimizer,
     load_base_state,
+    surrogate_grads,
 )
 from spikeopt.methods.es import ES, fitness_stats
 from spikeopt.methods.objective import Classification, Objective, cosine
@@ -111,18 +113,11 @@ class Hybrid:
 
     def step(self, state: TrainState, batch: Any) -> tuple[TrainState, dict[str, float]]:
         """BPTT, population, projection, one optimizer step through ``apply_update``."""
-        x, y = batch
-        model = state.model
-        model.train()
+        x, model = batch[0], state.model
         rng = torch.get_rng_state()
-        spikes, mems = model(x)
-        loss, scores = self.loss(spikes, mems, y)
-        state.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        metrics = backprop(state, self.loss, batch)
         params = [p for _, p in perturbed(model)]
-        g_s = [
-            p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in params
-        ]
+        g_s = surrogate_grads(params)
         pert = self.es.perturbation(state.step)
         with forked_rng(x.device):
             torch.set_rng_state(rng)  # population draws (dropout) start where BPTT's did
@@ -133,9 +128,7 @@ class Hybrid:
         if self.cfg.hybrid.lam > 0:  # lam = 0 keeps BPTT's own p.grad: the surrogate method
             for p, g in zip(params, grads):
                 p.grad = g
-        grad_norm = apply_update(state, self.cfg.optim)
-        acc = (scores.argmax(-1) == y).float().mean()
-        metrics = {"loss": float(loss.detach()), "acc": float(acc), "grad_norm": grad_norm}
+        metrics["grad_norm"] = apply_update(state, self.cfg.optim)
         return state, {**metrics, **stats, "sigma": pert.sigma, **fitness_stats(fitness)}
 
     def state_dict(self, state: TrainState) -> dict[str, Any]:

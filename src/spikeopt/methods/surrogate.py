@@ -13,6 +13,7 @@ from spikeopt.methods.base import (
     Batch,
     TrainState,
     apply_update,
+    backprop,
     base_state_dict,
     build_optimizer,
     load_base_state,
@@ -34,15 +35,8 @@ class Surrogate:
 
     def step(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, float]]:
         """Forward, backward through time, clipped optimizer step."""
-        x, y = batch
-        state.model.train()
-        spikes, mems = state.model(x)
-        loss, scores = self.loss(spikes, mems, y)
-        state.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = apply_update(state, self.cfg.optim)
-        acc = (scores.argmax(-1) == y).float().mean()
-        return state, {"loss": float(loss.detach()), "acc": float(acc), "grad_norm": grad_norm}
+        metrics = backprop(state, self.loss, batch)
+        return state, {**metrics, "grad_norm": apply_update(state, self.cfg.optim)}
 
     def state_dict(self, state: TrainState) -> dict[str, Any]:
         """Model, optimizer and step counter."""
