@@ -8,6 +8,21 @@ from torch import nn
 
 from spikeopt.population import Offsets
 
+# A small spiking chemotaxis policy on the tiny preset, in the predecessor's policy settings.
+CONTROL_TINY: dict[str, Any] = {
+    "method.name": "reinforce",
+    "env.name": "chemotaxis",
+    "env.preset": "tiny",
+    "model.hidden": [32],
+    "model.readout": "li",
+    "model.init": "kaiming",
+    "model.out_scale": 0.01,
+    "neuron.surrogate": "sigmoid",
+    "neuron.alpha": 1.0,
+    "encoder.steps": 5,
+    "trainer.device": "cpu",
+}
+
 
 class Crash(Exception):
     """Raised by :func:`crash_after` to interrupt a run as a kill would."""

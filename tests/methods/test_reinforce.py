@@ -10,20 +10,9 @@ from spikeopt.config import Config, ConfigError, RLConfig, apply
 from spikeopt.methods import make_method
 from spikeopt.methods.reinforce import REINFORCE, advantages, discounted, entropy_weight
 from spikeopt.nn.policies import build_policy
+from tests.helpers import CONTROL_TINY
 
-TINY = {
-    "method.name": "reinforce",
-    "env.name": "chemotaxis",
-    "env.preset": "tiny",
-    "model.hidden": [32],
-    "model.readout": "li",
-    "model.init": "kaiming",
-    "model.out_scale": 0.01,
-    "neuron.surrogate": "sigmoid",
-    "neuron.alpha": 1.0,
-    "encoder.steps": 5,
-    "trainer.device": "cpu",
-}
+TINY = CONTROL_TINY
 
 
 def test_discounted_returns_include_the_last_reward():

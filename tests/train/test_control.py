@@ -15,19 +15,10 @@ from spikeopt.population import Offsets, perturbed
 from spikeopt.tasks.envs import make_env
 from spikeopt.train.control import build_control, train_control
 from spikeopt.train.rollout import ControlObjective, episode_seed, run_policy
-from tests.helpers import Crash
+from tests.helpers import CONTROL_TINY, Crash
 
 TINY = {
-    "method.name": "reinforce",
-    "env.name": "chemotaxis",
-    "env.preset": "tiny",
-    "model.hidden": [32],
-    "model.readout": "li",
-    "model.init": "kaiming",
-    "model.out_scale": 0.01,
-    "neuron.surrogate": "sigmoid",
-    "neuron.alpha": 1.0,
-    "encoder.steps": 5,
+    **CONTROL_TINY,
     "optim.lr": 0.01,
     "optim.clip_value": 1.0,
     "optim.clip_norm": 1.0,
