@@ -8,7 +8,7 @@ import torch
 
 from spikeopt import api
 from spikeopt.config import Config, ConfigError, NeuronConfig, SchedConfig, apply
-from spikeopt.train.loop import train
+from spikeopt.train.loop import _batches, build, train
 from spikeopt.train.schedules import LR_SCHEDULES, alpha_at, build_lr_scheduler
 from tests.helpers import Crash, crash_after
 
@@ -255,6 +255,10 @@ def test_overfit_batch_drives_the_loss_down_on_one_fixed_batch():
             "data.normalize": False, "data.augment": "flip"}  # fmt: skip
     rows = []
     api.run("digits-mlp-surrogate", over, quiet=True, callbacks=[rows.append])
+    exp = build(api.resolve("digits-mlp-surrogate", over))
+    batches = [b for epoch in (0, 1) for b in _batches(exp, epoch)[1]]
+    assert all(torch.equal(b[0], batches[0][0]) and torch.equal(b[1], batches[0][1])
+               for b in batches)  # fmt: skip
     # one batch of 32, memorised: far better than the held-out test set
     assert rows[-1]["train_loss"] < 0.5 * rows[0]["train_loss"]
     assert rows[-1]["train_acc"] > 0.95 > rows[-1]["test_acc"]
