@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from spikeopt.functional.neuron import LIFParams, LIFState, beta_from_tau, lif_step
 from spikeopt.nn.layers import LIF, ConvLIF, LinearLIF, RecurrentLIF, is_static
 from spikeopt.nn.models import SNN
-from spikeopt.population.lif import li_run, lif_run
+from spikeopt.population.lif import li_run, lif_project, lif_run
 from spikeopt.population.noise import ChunkNoise
 
 
@@ -191,11 +191,55 @@ def linear_layer(
     layer: LinearLIF, h: Tensor, shared: bool, ctx: Context, keep_mems: bool
 ) -> tuple[Tensor, Tensor | None]:
     """LinearLIF on (B, T, D) shared or (c, T, B, D) member inputs -> (c, T, B, N) twice."""
+    cur, steps = input_current(layer, h, shared, ctx)
+    return neuron_layer(layer.neuron, cur, steps, ctx, layer.li, keep_mems)
+
+
+def input_current(layer: LinearLIF, h: Tensor, shared: bool, ctx: Context) -> tuple[Tensor, int]:
+    """A LinearLIF's current (c, B, N) (static) or (c, T, B, N), and T."""
     x, _, steps = _rows(h, shared)
     lead = x.shape[:-1] if shared else x.shape[1:-1]  # (B,) | (T, B)
     flat = x.reshape(-1, x.shape[-1]) if shared else x.reshape(x.shape[0], -1, x.shape[-1])
-    cur = linear_current(layer.fc, flat, shared, ctx).reshape(ctx.noise.size, *lead, -1)
-    return neuron_layer(layer.neuron, cur, steps, ctx, layer.li, keep_mems)
+    return linear_current(layer.fc, flat, shared, ctx).reshape(ctx.noise.size, *lead, -1), steps
+
+
+def can_project(layer: nn.Module, nxt: nn.Module) -> bool:
+    """True when a hidden ``layer``'s spikes can go straight into ``nxt``'s current step by step
+    (:func:`project_layer`): dense LIF into dense, with constant (not learnable) tau/threshold."""
+    return (
+        type(layer) is LinearLIF
+        and type(nxt) is LinearLIF
+        and not layer.li
+        and layer.neuron.tau is None
+        and layer.neuron.threshold is None
+    )
+
+
+def project_layer(
+    layer: LinearLIF, cur: Tensor, steps: int, nxt: nn.Linear, ctx: Context
+) -> tuple[Tensor, Tensor]:
+    """A hidden layer's mean rate (c, 1, 1, 1) and the current (c, T, B, N') it drives in
+    ``nxt``, without its spikes ever being stored (:func:`spikeopt.population.lif.lif_project`).
+
+    Every member's synapses in one (N, N' + r + 1) matrix: ``W^T``, its low-rank ``B_i``
+    (or its own full-rank ``W_i^T``), and a column of ones that counts the spikes of each row.
+    """
+    c, n_out, e = ctx.noise.size, nxt.weight.shape[0], ctx.noise[nxt.weight]
+    n_in = nxt.weight.shape[1]
+    if isinstance(e, Tensor):
+        parts = [ctx.noise.weights(nxt.weight).transpose(1, 2)]
+    else:
+        parts = [nxt.weight.T.expand(c, n_in, n_out)] + ([] if e is None else [e[1]])
+    parts.append(cur.new_ones(c, n_in, 1))
+    p, out = neuron_params(layer.neuron, ctx), ctx.scratch(layer.neuron, cur)
+    z = lif_project(cur, p, steps, torch.cat(parts, 2), out)
+    rate = z[..., -1].sum((0, 2)) / (steps * z.shape[2] * n_in)
+    drive = z[..., :n_out]  # (T, c, B, N')
+    if isinstance(e, tuple):  # + sigma (s B_i) A_i^T, every step and member at once
+        drive = drive + ctx.noise.sigma * (z[..., n_out:-1] @ e[0].transpose(1, 2))
+    if nxt.bias is not None:
+        drive = drive + ctx.noise.weights(nxt.bias).unsqueeze(1)  # (c, 1, N')
+    return rate[:, None, None, None], drive.transpose(0, 1)
 
 
 def recurrent_layer(
@@ -244,6 +288,17 @@ _LAYERS: dict[type, Callable[[Any, Tensor, bool, Context, bool], tuple[Tensor, T
 }
 
 
+def _projected_into(model: SNN, i: int) -> tuple[LinearLIF, LinearLIF] | None:
+    """Hidden layer ``i`` and the next one when ``i``'s spikes can go straight into its current
+    (:func:`project_layer`), else None: not into a flatten or a dropout mask, which need them."""
+    if i + 1 >= len(model.layers) or model.flatten_at == i + 1:
+        return None
+    layer, nxt = model.layers[i], model.layers[i + 1]
+    if (model.dropout > 0 and model.training) or not can_project(layer, nxt):
+        return None
+    return layer, nxt  # type: ignore[return-value]  # can_project checked both types
+
+
 @torch.no_grad()
 def snn_forward(
     model: SNN, x: Tensor, ctx: Context, keep_hidden: bool = True, per_member: bool = False
@@ -260,11 +315,25 @@ def snn_forward(
     h, shared = (x.transpose(1, 2), False) if per_member else (x, True)
     spikes, mems = [], []
     last = len(model.layers) - 1
+    fed: tuple[Tensor, int] | None = None  # this layer's current, computed by the one before
     for i, layer in enumerate(model.layers):
-        if i == model.flatten_at:
+        if i == model.flatten_at and fed is None:
             h = h.flatten(2 if shared else 3)  # keeps a stride-0 time axis
         keep = keep_hidden or i == last
-        s, v = _LAYERS[type(layer)](layer, h, shared, ctx, keep)  # (c, T, B, ...)
+        pair = None if keep else _projected_into(model, i)
+        if pair is not None:
+            cur, steps = fed or input_current(pair[0], h, shared, ctx)
+            rate, fed_cur = project_layer(pair[0], cur, steps, pair[1].fc, ctx)
+            spikes.append(rate)
+            mems.append(rate)
+            fed = fed_cur, steps
+            continue
+        if fed is not None:  # a dense layer whose current the layer before computed
+            dense: LinearLIF = layer  # type: ignore[assignment]
+            s, v = neuron_layer(dense.neuron, *fed, ctx, dense.li, keep)
+            fed = None
+        else:
+            s, v = _LAYERS[type(layer)](layer, h, shared, ctx, keep)  # (c, T, B, ...)
         if keep:
             assert v is not None
             spikes.append(s.flatten(3).transpose(1, 2))
