@@ -147,6 +147,10 @@ class ConvLIF(nn.Module):
         """Pool spikes (B, T, C, H, W) spatially for the next layer."""
         if self.pool == "none":
             return s
+        if self.window == (1, 2):  # 1-D: pairs of columns; ~3x faster than the (1, 2) pool op
+            even = s[..., : s.shape[-1] // 2 * 2]
+            a, b = even[..., 0::2], even[..., 1::2]
+            return (a + b) * 0.5 if self.pool == "avg" else torch.maximum(a, b)
         frames = s.flatten(0, 1)
         pool = F.avg_pool2d if self.pool == "avg" else F.max_pool2d
         frames = pool(frames, self.window)
