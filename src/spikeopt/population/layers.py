@@ -139,18 +139,22 @@ def conv_current(conv: nn.Conv2d, frames: Tensor, shared: bool, ctx: Context) ->
 
 
 def batch_norm(bn: nn.BatchNorm2d, cur: Tensor, ctx: Context) -> Tensor:
-    """Batch norm of (c, F, C, H, W) with each member's own batch statistics and affine."""
+    """Batch norm of (c, F, C, H, W) with each member's own batch statistics and affine.
+
+    Folded into one per-channel scale and shift, so the activity is read once more, not four
+    times (subtract, scale, weight, bias)."""
     if bn.training or bn.running_mean is None:  # train mode: statistics of this member's batch
-        mean = cur.mean((1, 3, 4), keepdim=True)
-        var = cur.var((1, 3, 4), unbiased=False, keepdim=True)
+        var, mean = torch.var_mean(cur, (1, 3, 4), unbiased=False, keepdim=True)
     else:
         assert bn.running_var is not None
         mean, var = bn.running_mean[:, None, None], bn.running_var[:, None, None]
-    out = (cur - mean) * torch.rsqrt(var + bn.eps)
+    scale = torch.rsqrt(var + bn.eps)  # (c, 1, C, 1, 1) or (C, 1, 1)
     if bn.weight is not None and bn.bias is not None:
-        out = out * ctx.noise.weights(bn.weight)[:, None, :, None, None]
-        out = out + ctx.noise.weights(bn.bias)[:, None, :, None, None]
-    return out
+        scale = scale * ctx.noise.weights(bn.weight)[:, None, :, None, None]
+        shift = ctx.noise.weights(bn.bias)[:, None, :, None, None] - mean * scale
+    else:
+        shift = -mean * scale
+    return torch.addcmul(shift, cur, scale)
 
 
 def neuron_params(neuron: LIF, ctx: Context) -> LIFParams:
