@@ -276,3 +276,15 @@ def test_conv_layers_read_mnist1d_as_one_dimensional_signals():
             "model.hidden": [64]}  # fmt: skip
     summary = api.run("mnist1d-conv-surrogate", over, quiet=True)
     assert summary["test_acc"] > 0.35  # chance 0.10; seeds 0-1 reach 0.46-0.47, the recipe ~0.97
+
+
+def test_compiled_training_follows_the_eager_run(tmp_path):
+    """trainer.compile compiles model and loss as one graph (the autograd step loop, fused by
+    inductor); it must take the same steps as the eager hand-written BPTT."""
+    tiny = {**FAST, "model.hidden": [16], "encoder.steps": 4, "trainer.epochs": 1}
+    tiny["trainer.steps_per_epoch"] = 4
+    eager = api.run("digits-mlp-surrogate", tiny, out=tmp_path / "eager", quiet=True)
+    tiny["trainer.compile"] = True
+    compiled = api.run("digits-mlp-surrogate", tiny, out=tmp_path / "compiled", quiet=True)
+    for key in ("train_acc", "test_acc", "test_loss"):
+        assert compiled[key] == pytest.approx(eager[key], rel=1e-4, abs=1e-4), key

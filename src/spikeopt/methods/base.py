@@ -7,6 +7,7 @@ optimizer, clipping and LR schedule apply it (:func:`apply_update`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,13 +20,28 @@ from spikeopt.functional.loss import Loss
 Batch = tuple[Tensor, Tensor]  # encoded inputs (B, T, ...), labels (B,)
 
 
+def forward_loss(model: nn.Module, loss_fn: Loss, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+    """Loss and scores of ``model`` on one batch: the graph ``trainer.compile`` compiles."""
+    spikes, mems = model(x)
+    return loss_fn(spikes, mems, y)
+
+
+# forward_loss, or torch.compile(forward_loss): model and loss as one graph, so outputs the
+# loss never reads (hidden spikes and membranes) get no zero-filled gradients in backward.
+ForwardLoss = Callable[[nn.Module, Loss, Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
 @dataclass
 class TrainState:
-    """What a method updates: the model, its optimizer and the number of updates so far."""
+    """What a method updates: the model, its optimizer and the number of updates so far.
+
+    ``forward`` is how BPTT methods run model and loss (compiled with ``trainer.compile``).
+    """
 
     model: nn.Module
     optimizer: torch.optim.Optimizer
     step: int = 0
+    forward: ForwardLoss = forward_loss
 
 
 class Method(Protocol):
@@ -69,8 +85,7 @@ def backprop(state: TrainState, loss_fn: Loss, batch: Batch) -> dict[str, float]
     optimizer's old gradients cleared); returns the batch's ``loss`` and ``acc``."""
     x, y = batch
     state.model.train()
-    spikes, mems = state.model(x)
-    loss, scores = loss_fn(spikes, mems, y)
+    loss, scores = state.forward(state.model, loss_fn, x, y)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     return {"loss": float(loss.detach()), "acc": float((scores.argmax(-1) == y).float().mean())}

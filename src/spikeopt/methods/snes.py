@@ -85,7 +85,7 @@ class SNES:
         """Optimizer over the parameters; every width starts at ``es.sigma``."""
         params = [p for _, p in perturbed(model)]
         sigmas = [torch.full_like(p, cfg.es.sigma, requires_grad=False) for p in params]
-        return SNESState(model, build_optimizer(list(model.parameters()), cfg.optim), 0, sigmas)
+        return SNESState(model, build_optimizer(list(model.parameters()), cfg.optim), sigmas=sigmas)
 
     def step(self, state: TrainState, batch: Any) -> tuple[TrainState, dict[str, float]]:
         """One generation: sample, evaluate, update the mean (optimizer) and the widths."""

@@ -27,6 +27,7 @@ from spikeopt.builders import Builders, check_model
 from spikeopt.functional.loss import Loss, make_loss
 from spikeopt.functional.surrogate import default_alpha, get_surrogate
 from spikeopt.methods import Method, TrainState, make_method
+from spikeopt.methods.base import forward_loss
 from spikeopt.nn import build_model, n_params, set_surrogate
 from spikeopt.tasks.datasets import Dataset, as_signal, augment, load_dataset
 from spikeopt.tasks.encoders import make_encoder, step_shape
@@ -91,7 +92,8 @@ def build(cfg: C.Config, builders: Builders | None = None) -> Experiment:
     loss = b.loss(cfg) if b.loss else make_loss(cfg.loss, cfg.model.neurons_per_class, model)
     method = make_method(cfg, loss)
     state = method.init(model, cfg)
-    if cfg.trainer.compile:
+    if cfg.trainer.compile:  # training: model + loss as one graph; evaluation: the model
+        state.forward = torch.compile(forward_loss)
         model.compile()
     return Experiment(cfg, data, model, loss, method, state, device, encode)
 
