@@ -67,6 +67,7 @@ class ModelConfig:
     pool: str = doc("avg", "conv: pooling after each conv block: avg | max | none")
     norm: str = doc("none", "conv: normalisation of conv currents: none | batch")
     readout: str = doc("lif", "output layer: lif (spiking) | li (leaky integrator, no spikes)")
+    readout_tau: float = doc(0.0, "time constant of the output layer (0 = neuron.tau_m)")
     neurons_per_class: int = doc(1, "population coding: output neurons per class")
     init: str = doc("default", "weight init: default | kaiming | xavier")
     out_scale: float = doc(1.0, "multiplier on the output layer's initial weights")

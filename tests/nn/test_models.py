@@ -1,5 +1,7 @@
 """Every architecture honours the model contract; static inputs take the one-current path."""
 
+import math
+
 import pytest
 import torch
 
@@ -63,6 +65,33 @@ def test_population_coding_and_li_readout():
     spikes, mems = model(torch.rand(2, 3, 1, 8, 8))
     assert spikes[-1].shape == (2, 3, 12)
     torch.testing.assert_close(spikes[-1], mems[-1])  # LI: the trace is its output
+
+
+def test_readout_tau_sets_only_the_output_layers_decay():
+    kw = {"model.readout": "li", "neuron.tau_m": 2.0}
+    fast = _model("rsnn", **kw)
+    slow = _model("rsnn", **kw, **{"model.readout_tau": 20.0})
+    assert slow.layers[0].neuron.params().beta == fast.layers[0].neuron.params().beta
+    assert slow.layers[-1].neuron.params().beta == pytest.approx(math.exp(-1 / 20))
+    x = torch.rand(2, 6, 3)
+    s_fast, v_fast = fast(x)
+    s_slow, v_slow = slow(x)
+    torch.testing.assert_close(s_slow[0], s_fast[0])  # same weights, same hidden spikes
+    # LI readout v[t] = beta v[t-1] + I[t]: recover I from the fast trace, refilter it slowly
+    beta = math.exp(-1 / 2)
+    current = v_fast[-1] - beta * torch.cat([torch.zeros_like(v_fast[-1][:, :1]),
+                                             v_fast[-1][:, :-1]], 1)  # fmt: skip
+    v, expected = torch.zeros_like(current[:, 0]), []
+    for t in range(6):
+        v = math.exp(-1 / 20) * v + current[:, t]
+        expected.append(v)
+    torch.testing.assert_close(v_slow[-1], torch.stack(expected, 1))
+
+
+def test_readout_tau_must_not_be_negative():
+    cfg = apply(Config(), {"model.arch": "rsnn", "model.readout_tau": -1.0})
+    with pytest.raises(ConfigError, match=r"model\.readout_tau must be >= 0"):
+        build_model(cfg, (3,), 3)
 
 
 @pytest.mark.parametrize("scheme", ["default", "kaiming", "xavier"])

@@ -6,6 +6,7 @@ Every model maps ``x`` (B, T, *input_shape) to ``(spikes_list, membranes_list)``
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -104,6 +105,8 @@ def build_model(cfg: Config, input_shape: tuple[int, ...], n_classes: int) -> nn
     choose("model.readout", m.readout, ("lif", "li"))
     if m.neurons_per_class < 1:
         raise ConfigError("model.neurons_per_class must be >= 1")
+    if m.readout_tau < 0:
+        raise ConfigError(f"model.readout_tau must be >= 0 (0 = neuron.tau_m), got {m.readout_tau}")
     n_out = n_classes * m.neurons_per_class
     if m.arch == "cnn":
         cnn = CNN(input_shape, n_out, m.channels, m.hidden, m.kernel_size)
@@ -130,7 +133,10 @@ def build_model(cfg: Config, input_shape: tuple[int, ...], n_classes: int) -> nn
     for h in m.hidden:
         layers.append(RecurrentLIF(n, h, neuron) if m.arch == "rsnn" else LinearLIF(n, h, neuron))
         n = h
-    out = LinearLIF(n, n_out, neuron, li=m.readout == "li")
+    # The readout's own time constant: a slow LI readout integrates the evidence of sparse
+    # hidden spikes into confident scores while the hidden neurons stay fast (MNIST-1D RSNN).
+    out_neuron = dataclasses.replace(neuron, tau_m=m.readout_tau) if m.readout_tau else neuron
+    out = LinearLIF(n, n_out, out_neuron, li=m.readout == "li")
     layers.append(out)
     model = SNN(layers, flatten_at, m.dropout)
     init_weights(model, m.init, out.fc, m.out_scale)
