@@ -18,6 +18,7 @@ current is (c, B, N). Learnable (tensor) tau/threshold take the reference ``lif_
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -74,20 +75,39 @@ def lif_project(
 ) -> Tensor:
     """Each step's spikes times each member's ``weights`` (c, N, K): (T, c, B, K).
 
-    For a hidden layer whose spikes only feed a dense layer: every step's spikes of a tile are
-    written into one small reused buffer and multiplied into the next layer at once, so the
+    For a hidden layer whose spikes only feed a dense layer (:func:`lif_feed`): the
     (c, T, B, N) spike tensor -- which falls out of cache and made the ``ge`` writing it ~7x
-    slower -- never exists. ``p`` must hold float constants.
+    slower -- never exists.
     """
-    static = current.dim() == 3
-    c, rows = current.shape[0], current.shape[1:] if static else current.shape[2:]
     new = out or (lambda _, size: current.new_empty(size))
-    projected = new("projected", (steps, c, *rows[:-1], weights.shape[-1]))
-    current = _fold_rest(current, p)
-    for i, j in _tiles(c, rows.numel()):
-        fired = new("fired", (j - i, *rows))
-        _loop(current[i:j], p, static, steps, fired, project=(weights[i:j], projected[:, i:j]))
+    rows = current.shape[1:-1] if current.dim() == 3 else current.shape[2:-1]
+    projected = new("projected", (steps, current.shape[0], *rows, weights.shape[-1]))
+
+    def feed(i: int, j: int, t: int, fired: Tensor) -> None:
+        torch.bmm(fired, weights[i:j], out=projected[t, i:j])
+
+    lif_feed(current, p, steps, feed, out)
     return projected
+
+
+def lif_feed(
+    current: Tensor,
+    p: LIFParams,
+    steps: int,
+    feed: Callable[[int, int, int, Tensor], None],
+    out: Scratch | None = None,
+) -> None:
+    """Run the LIF without storing its spikes: ``feed(i, j, t, fired)`` gets step ``t``'s spikes
+    of members ``i..j-1`` (k, B, N) -- one small buffer, overwritten every step, so whatever
+    consumes them (the next layer's matmul, pooling) reads them from cache. ``p`` must hold
+    float constants."""
+    static = current.dim() == 3
+    rows = current.shape[1:] if static else current.shape[2:]
+    new = out or (lambda _, size: current.new_empty(size))
+    current = _fold_rest(current, p)
+    for i, j in _tiles(current.shape[0], rows.numel()):
+        fired = new("fired", (j - i, *rows))
+        _loop(current[i:j], p, static, steps, fired, feed=partial(feed, i, j))
 
 
 def _fold_rest(current: Tensor, p: LIFParams) -> Tensor:
@@ -108,18 +128,18 @@ def _loop(
     steps: int,
     spikes: Tensor,
     mems: Tensor | None = None,
-    project: tuple[Tensor, Tensor] | None = None,
+    feed: Callable[[int, Tensor], None] | None = None,
 ) -> None:
     """Run the T steps on one tile, writing its spikes (k, T, B, N) and ``mems`` in place.
 
-    With ``project = (w, z)``, ``spikes`` is one step's buffer (k, B, N), overwritten every
-    step after its spikes are multiplied by ``w`` (k, N, K) into ``z[t]``.
+    With ``feed``, ``spikes`` is one step's buffer (k, B, N), handed to ``feed(t, spikes)``
+    and overwritten the next step.
     """
     theta, beta = float(p.v_threshold), float(p.beta)
     v = torch.full_like(drive if static else drive[:, 0], p.v_rest)
     for t in range(steps):
         torch.add(drive if static else drive[:, t], v, alpha=beta, out=v)  # u, in place of v
-        fired = spikes if project is not None else spikes[:, t]
+        fired = spikes if feed is not None else spikes[:, t]
         torch.ge(v, theta, out=fired)
         if p.reset == "subtract":
             v.sub_(fired, alpha=theta)
@@ -127,8 +147,8 @@ def _loop(
             v.masked_fill_(fired.bool(), p.v_reset)
         if mems is not None:
             mems[:, t] = v
-        if project is not None:
-            torch.bmm(fired, project[0], out=project[1][t])
+        if feed is not None:
+            feed(t, fired)
 
 
 def li_run(current: Tensor, p: LIFParams, steps: int) -> Tensor:
