@@ -42,6 +42,16 @@ def test_int_is_accepted_for_float_and_scalar_for_list():
     assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float) and cfg.model.hidden == [32]
 
 
+def test_exponent_without_a_dot_is_a_float():
+    """YAML 1.1 leaves `1e-9` a string; a float key takes it as the number it is."""
+    cfg = apply(
+        Config(), parse_overrides(["optim.lr=1e-4", "es.sigma=2E-2", "optim.momentum=-1e0"])
+    )
+    assert (cfg.optim.lr, cfg.es.sigma, cfg.optim.momentum) == (1e-4, 2e-2, -1.0)
+    with pytest.raises(ConfigError, match="expected float"):
+        apply(Config(), parse_overrides(["optim.lr=1e"]))
+
+
 def test_unknown_key_names_it_and_the_nearest_keys():
     with pytest.raises(ConfigError, match=r"unknown config key 'optim\.lrr'.*optim\.lr"):
         apply(Config(), {"optim.lrr": 0.1})
