@@ -11,7 +11,8 @@ from spikeopt.functional.loss import Loss
 from spikeopt.nn.layers import ConvLIF, LinearLIF
 from spikeopt.nn.models import SNN
 from spikeopt.population import Noise, Perturbation, estimate, evaluate, materialize, perturbed
-from spikeopt.population.layers import Context, conv_current, linear_current
+from spikeopt.population.conv import conv_current
+from spikeopt.population.layers import Context, linear_current
 
 
 def _net(seed=0):

@@ -21,47 +21,32 @@ Where the time goes, and what keeps it down:
   member) with each member's materialised kernels.
 * A hidden layer's spikes are stored only when the caller keeps them: a dense layer feeding a
   dense layer hands each step's spikes straight to the next layer's matmul
-  (:func:`project_layer`), a conv layer hands them to its pooling (:func:`pooled_conv_layer`),
+  (:func:`project_layer`), a conv layer hands them to its pooling
+  (:func:`spikeopt.population.conv.pooled_conv_layer`),
   while they are still in cache.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spikeopt.functional.neuron import LIFParams, LIFState, beta_from_tau, lif_step
-from spikeopt.nn.layers import LIF, ConvLIF, LinearLIF, RecurrentLIF, is_static
+from spikeopt.functional.neuron import LIFState, lif_step
+from spikeopt.nn.layers import ConvLIF, LinearLIF, RecurrentLIF
 from spikeopt.nn.models import SNN
-from spikeopt.population.lif import li_run, lif_feed, lif_project, lif_run
-from spikeopt.population.noise import ChunkNoise
-
-
-@dataclass
-class Context:
-    """One chunk's noise, plus what every chunk of the generation shares (cached once)."""
-
-    noise: ChunkNoise
-    shared: dict[tuple[str, int], Tensor] = field(default_factory=dict)  # by (kind, id(module))
-
-    def scratch(self, owner: object, like: Tensor) -> Callable[[str, tuple[int, ...]], Tensor]:
-        """``out(name, shape)`` for ``owner``: a tensor reused by every chunk of the generation
-        (valid until the next chunk runs)."""
-
-        def out(name: str, shape: tuple[int, ...]) -> Tensor:
-            key = (f"scratch-{name}", id(owner))
-            buf = self.shared.get(key)
-            if buf is None or buf.shape[1:] != shape[1:] or buf.shape[0] < shape[0]:
-                buf = self.shared[key] = like.new_empty(shape)
-            return buf[: shape[0]]
-
-        return out
+from spikeopt.population.context import (
+    Context,
+    constant_lif,
+    neuron_layer,
+    neuron_params,
+    time_rows,
+)
+from spikeopt.population.conv import conv_layer, pooled_conv_layer
+from spikeopt.population.lif import lif_project
 
 
 def supports(model: nn.Module) -> bool:
@@ -110,103 +95,6 @@ def _shared_lowrank_current(fc: nn.Linear, h: Tensor, ctx: Context, bias: Tensor
     return cur
 
 
-def _conv(x: Tensor, w: Tensor, conv: nn.Conv2d, groups: int = 1) -> Tensor:
-    return F.conv2d(x, w, None, conv.stride, conv.padding, conv.dilation, groups)
-
-
-def _grouped(frames: Tensor) -> Tensor:
-    """(c, F, C, H, W) -> (F, c*C, H, W): member-specific frames as conv groups."""
-    return frames.transpose(0, 1).flatten(1, 2)
-
-
-def conv_current(conv: nn.Conv2d, frames: Tensor, shared: bool, ctx: Context) -> Tensor:
-    """Current (c, F, C', H, W) of frames: shared (F, C, H, W) or member-specific (c, F, ...).
-
-    Member-specific frames go through one grouped convolution with every member's own
-    kernels and bias (``W + sigma A_i B_i^T`` materialised: kernels are small, activity is
-    not), which measured ~2x faster than a shared-kernel conv plus a low-rank grouped conv with
-    one output channel per group, and needs no extra passes over the activity.
-    """
-    c, e = ctx.noise.size, ctx.noise[conv.weight]
-    if not shared or isinstance(e, Tensor):
-        x, groups = (frames, 1) if shared else (_grouped(frames), c)  # one group per member
-        w = ctx.noise.weights(conv.weight).flatten(0, 1)  # (c*C', C, k, k)
-        bias = None if conv.bias is None else ctx.noise.weights(conv.bias).flatten()
-        out = F.conv2d(x, w, bias, conv.stride, conv.padding, conv.dilation, groups)
-        return out.unflatten(1, (c, -1)).transpose(0, 1)
-    key = ("conv", id(conv))
-    if key not in ctx.shared:  # the same for every member of the generation
-        ctx.shared[key] = _conv(frames, conv.weight, conv)
-    base = ctx.shared[key]  # (F, C', H, W)
-    if e is None:
-        cur = base.expand(c, *base.shape)
-    else:  # an r-channel conv with kernels B_i, then a 1x1 mix by sigma A_i, added in place
-        a, b = e
-        kernels = b.transpose(1, 2).reshape(-1, *conv.weight.shape[1:])  # (c*r, C, k, k)
-        z = _conv(frames, kernels, conv).unflatten(1, (c, -1)).transpose(0, 1)  # (c, F, r, H, W)
-        mix = (ctx.noise.sigma * a)[:, None, :, :, None, None]  # (c, 1, C', r, 1, 1)
-        cur = torch.addcmul(base, z[:, :, None, 0], mix[..., 0, :, :])
-        for j in range(1, z.shape[2]):
-            cur.addcmul_(z[:, :, None, j], mix[..., j, :, :])
-    if conv.bias is not None:
-        bias = ctx.noise.weights(conv.bias)[:, None, :, None, None]
-        cur = cur + bias if e is None else cur.add_(bias)
-    return cur
-
-
-def batch_norm(bn: nn.BatchNorm2d, cur: Tensor, ctx: Context) -> Tensor:
-    """Batch norm of (c, F, C, H, W) with each member's own batch statistics and affine.
-
-    Folded into one per-channel scale and shift, so the activity is read once more, not four
-    times (subtract, scale, weight, bias)."""
-    if bn.training or bn.running_mean is None:  # train mode: statistics of this member's batch
-        var, mean = torch.var_mean(cur, (1, 3, 4), unbiased=False, keepdim=True)
-    else:
-        assert bn.running_var is not None
-        mean, var = bn.running_mean[:, None, None], bn.running_var[:, None, None]
-    scale = torch.rsqrt(var + bn.eps)  # (c, 1, C, 1, 1) or (C, 1, 1)
-    if bn.weight is not None and bn.bias is not None:
-        scale = scale * ctx.noise.weights(bn.weight)[:, None, :, None, None]
-        shift = ctx.noise.weights(bn.bias)[:, None, :, None, None] - mean * scale
-    else:
-        shift = -mean * scale
-    return torch.addcmul(shift, cur, scale)
-
-
-def neuron_params(neuron: LIF, ctx: Context) -> LIFParams:
-    """LIF constants; learnable tau/threshold become per-member tensors (c, 1, N)."""
-    p = neuron.params()
-    if neuron.tau is not None:
-        tau = ctx.noise.weights(neuron.tau).clamp(min=1e-2)
-        p = p._replace(beta=beta_from_tau(tau, neuron.cfg.dt).unsqueeze(1))  # type: ignore[union-attr]
-    if neuron.threshold is not None:
-        p = p._replace(v_threshold=ctx.noise.weights(neuron.threshold).unsqueeze(1))
-    return p
-
-
-def neuron_layer(
-    neuron: LIF, cur: Tensor, steps: int, ctx: Context, li: bool = False, keep_mems: bool = True
-) -> tuple[Tensor, Tensor | None]:
-    """Spikes and membranes (c, T, B, N) for a current (c, B, N) (static) or (c, T, B, N)."""
-    p = neuron_params(neuron, ctx)
-    if li:
-        v = li_run(cur, p, steps)
-        return v, v
-    return lif_run(cur, p, neuron.spike_fn, steps, keep_mems, ctx.scratch(neuron, cur))
-
-
-def _rows(h: Tensor, shared: bool) -> tuple[Tensor, bool, int]:
-    """Synapse input in time-major row order and (static?, T).
-
-    Shared (B, T, ...) -> (B, ...) when static, else (T, B, ...); member (c, T, B, ...) as is.
-    """
-    if not shared:
-        return h, False, h.shape[1]
-    if is_static(h):
-        return h[:, 0], True, h.shape[1]
-    return h.transpose(0, 1), False, h.shape[1]
-
-
 def linear_layer(
     layer: LinearLIF, h: Tensor, shared: bool, ctx: Context, keep_mems: bool
 ) -> tuple[Tensor, Tensor | None]:
@@ -217,25 +105,17 @@ def linear_layer(
 
 def input_current(layer: LinearLIF, h: Tensor, shared: bool, ctx: Context) -> tuple[Tensor, int]:
     """A LinearLIF's current (c, B, N) (static) or (c, T, B, N), and T."""
-    x, _, steps = _rows(h, shared)
+    x, _, steps = time_rows(h, shared)
     lead = x.shape[:-1] if shared else x.shape[1:-1]  # (B,) | (T, B)
     flat = x.reshape(-1, x.shape[-1]) if shared else x.reshape(x.shape[0], -1, x.shape[-1])
     return linear_current(layer.fc, flat, shared, ctx).reshape(ctx.noise.size, *lead, -1), steps
-
-
-def _constant_lif(layer: LinearLIF | ConvLIF) -> bool:
-    """True when the layer's tau and threshold are constants (not learnable, per member)."""
-    return layer.neuron.tau is None and layer.neuron.threshold is None
 
 
 def can_project(layer: nn.Module, nxt: nn.Module) -> bool:
     """True when a hidden ``layer``'s spikes can go straight into ``nxt``'s current step by step
     (:func:`project_layer`): dense LIF into dense, with constant (not learnable) tau/threshold."""
     return (
-        type(layer) is LinearLIF
-        and type(nxt) is LinearLIF
-        and not layer.li
-        and _constant_lif(layer)
+        type(layer) is LinearLIF and type(nxt) is LinearLIF and not layer.li and constant_lif(layer)
     )
 
 
@@ -270,7 +150,7 @@ def recurrent_layer(
     layer: RecurrentLIF, h: Tensor, shared: bool, ctx: Context, keep_mems: bool
 ) -> tuple[Tensor, Tensor | None]:
     """RecurrentLIF: ``I[t] = W x[t] + V s[t-1]`` for every member, stepped over time."""
-    x, static, steps = _rows(h, shared)
+    x, static, steps = time_rows(h, shared)
     c = ctx.noise.size
     lead = x.shape[:-1] if shared else x.shape[1:-1]
     flat = x.reshape(-1, x.shape[-1]) if shared else x.reshape(c, -1, x.shape[-1])
@@ -285,57 +165,6 @@ def recurrent_layer(
         spikes.append(s)
         mems.append(state.v)
     return torch.stack(spikes, 1), torch.stack(mems, 1)
-
-
-def conv_layer(
-    layer: ConvLIF, h: Tensor, shared: bool, ctx: Context, keep_mems: bool
-) -> tuple[Tensor, Tensor | None]:
-    """ConvLIF on (B, T, C, H, W) shared or (c, T, B, C, H, W) inputs.
-
-    Returns spikes (c, T, B, C', H, W) and membranes (c, T, B, C'*H*W).
-    """
-    cur, steps, chw = conv_input_current(layer, h, shared, ctx)
-    s, v = neuron_layer(layer.neuron, cur, steps, ctx, False, keep_mems)
-    return s.view(*s.shape[:3], *chw), v
-
-
-def conv_input_current(
-    layer: ConvLIF, h: Tensor, shared: bool, ctx: Context
-) -> tuple[Tensor, int, tuple[int, ...]]:
-    """A ConvLIF's current (c, B, N) (static) or (c, T, B, N), T, and its (C', H, W)."""
-    x, _, steps = _rows(h, shared)
-    lead = x.shape[:-3] if shared else x.shape[1:-3]
-    frames = x.reshape(-1, *x.shape[-3:]) if shared else x.flatten(1, x.dim() - 4)
-    cur = conv_current(layer.conv, frames, shared, ctx)  # (c, F, C', H, W)
-    if layer.bn is not None:
-        cur = batch_norm(layer.bn, cur, ctx)
-    return cur.reshape(ctx.noise.size, *lead, -1), steps, tuple(cur.shape[2:])
-
-
-def pooled_conv_layer(
-    layer: ConvLIF, h: Tensor, shared: bool, ctx: Context
-) -> tuple[Tensor, Tensor]:
-    """A hidden ConvLIF whose spikes are only pooled: its mean rate (c, 1, 1, 1) and the pooled
-    spikes (c, T, B, C', H', W'), pooled step by step while they are in cache
-    (:func:`spikeopt.population.lif.lif_feed`); the full-size spikes are never stored."""
-    cur, steps, chw = conv_input_current(layer, h, shared, ctx)
-    c, batch = cur.shape[0], cur.shape[-2]
-    pooled: Tensor | None = None
-    count = cur.new_zeros(c)
-
-    def feed(i: int, j: int, t: int, fired: Tensor) -> None:
-        nonlocal pooled
-        frames = fired.view(j - i, batch, *chw)
-        count[i:j] += frames.sum((1, 2, 3, 4))
-        out = layer.pool_out(frames)  # (k, B, C', H', W'): pool_out reads (B, T, ...) alike
-        if pooled is None:
-            pooled = out.new_empty(c, steps, *out.shape[1:])
-        pooled[i:j, t] = out
-
-    lif_feed(cur, neuron_params(layer.neuron, ctx), steps, feed, ctx.scratch(layer.neuron, cur))
-    assert pooled is not None
-    rate = count / (steps * batch * math.prod(chw))
-    return rate[:, None, None, None], pooled
 
 
 _LAYERS: dict[type, Callable[[Any, Tensor, bool, Context, bool], tuple[Tensor, Tensor | None]]] = {
@@ -385,7 +214,7 @@ def snn_forward(
             mems.append(rate)
             fed = fed_cur, steps
             continue
-        if not keep and type(layer) is ConvLIF and layer.pool != "none" and _constant_lif(layer):
+        if not keep and type(layer) is ConvLIF and layer.pool != "none" and constant_lif(layer):
             rate, h = pooled_conv_layer(layer, h, shared, ctx)
             spikes.append(rate)
             mems.append(rate)
