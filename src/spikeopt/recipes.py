@@ -220,7 +220,7 @@ RECIPES: dict[str, Recipe] = {
                 "encoder.kind": "sequence",
                 "encoder.window": 5,
                 "model.arch": "rsnn",
-                "model.hidden": [256],
+                "model.hidden": [384],
                 "model.readout": "li",
                 # fast hidden neurons, slow readout: with tau 2 everywhere the mean readout of
                 # sparse spikes gave timid logits and the net underfit at 70 %
