@@ -253,6 +253,8 @@ def test_folder_subset_decodes_the_same_samples(tmp_path: Path) -> None:
 def test_hf_offline_fails_fast(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty local cache
+    import datasets  # noqa: F401  # its own import (1-2 s, more on a busy machine) is not timed
+
     start = time.perf_counter()
     with pytest.raises(DataError, match=r"offline.*data\.root=.*data\.source=folder\|pickle"):
         load(name="cifar10", source="hf")
