@@ -134,7 +134,9 @@ class VmapSNN(nn.Module):
 Evaluator = Callable[[nn.Module, Perturbation, Tensor, Tensor], Tensor]
 
 
-def loop_fitness(model: nn.Module, pert: Perturbation, x: Tensor, y: Tensor) -> Tensor:
+def loop_fitness(
+    model: nn.Module, pert: Perturbation, x: Tensor, y: Tensor, loss: Loss = LOSS
+) -> Tensor:
     """The naive loop: each member's weights materialised, then the model itself runs."""
     named = perturbed(model)
     noise = Noise([p for _, p in named], pert)
@@ -144,7 +146,7 @@ def loop_fitness(model: nn.Module, pert: Perturbation, x: Tensor, y: Tensor) -> 
             member = noise.members(m, m + 1)
             params = {n: member.weights(p)[0] for n, p in named}
             spikes, mems = functional_call(model, params, (x,))
-            out[m] = -LOSS(spikes, mems, y)[0].double()
+            out[m] = -loss(spikes, mems, y)[0].double()
     return out
 
 
