@@ -73,6 +73,18 @@ def test_batched_fitness_equals_member_loop(arch, encoding, mode):
     assert fitness.unique().numel() > 1  # the members really differ
 
 
+def test_eval_mode_batch_norm_uses_running_statistics():
+    model, loss, batch = _setup("conv-bn", "static")
+    bn = model.layers[0].bn
+    bn.running_mean.uniform_(-0.5, 0.5)
+    bn.running_var.uniform_(0.5, 2.0)
+    model.eval()
+    pert = Perturbation(population=6, sigma=0.1, rank=2, seed=5)
+    fitness = evaluate(model, pert, batch, loss, chunk=4)
+    expected = _member_loop(model, loss, pert, batch)
+    torch.testing.assert_close(fitness, expected, rtol=1e-9, atol=1e-9)
+
+
 @pytest.mark.parametrize("arch", ["mlp2-rate-reg", "rsnn", "conv2-max"])
 def test_every_layer_matches_the_plain_model(arch):
     model, _, (x, _) = _setup(arch, "rate")

@@ -67,19 +67,26 @@ def conv_current(conv: nn.Conv2d, frames: Tensor, shared: bool, ctx: Context) ->
 def batch_norm(bn: nn.BatchNorm2d, cur: Tensor, ctx: Context) -> Tensor:
     """Batch norm of (c, F, C, H, W) with each member's own batch statistics and affine.
 
-    Folded into one per-channel scale and shift, so the activity is read once more, not four
-    times (subtract, scale, weight, bias)."""
-    if bn.training or bn.running_mean is None:  # train mode: statistics of this member's batch
-        var, mean = torch.var_mean(cur, (1, 3, 4), unbiased=False, keepdim=True)
-    else:
-        assert bn.running_var is not None
-        mean, var = bn.running_mean[:, None, None], bn.running_var[:, None, None]
-    scale = torch.rsqrt(var + bn.eps)  # (c, 1, C, 1, 1) or (C, 1, 1)
+    Train mode centres once (``cur - mean``), takes the variance as the 2-norm of the centred
+    activity and scales it in place: ``torch.var_mean`` over these strided dims measured 2-3x
+    slower (~30 % of an ``mnist1d-es`` generation). Eval mode folds the running statistics and
+    the affine into one per-channel scale and shift.
+    """
+    weight: Tensor | float = 1.0
+    bias: Tensor | None = None
     if bn.weight is not None and bn.bias is not None:
-        scale = scale * ctx.noise.weights(bn.weight)[:, None, :, None, None]
-        shift = ctx.noise.weights(bn.bias)[:, None, :, None, None] - mean * scale
-    else:
-        shift = -mean * scale
+        weight = ctx.noise.weights(bn.weight)[:, None, :, None, None]
+        bias = ctx.noise.weights(bn.bias)[:, None, :, None, None]
+    if bn.training or bn.running_mean is None:  # train mode: statistics of this member's batch
+        dims, n = (1, 3, 4), cur.shape[1] * cur.shape[3] * cur.shape[4]
+        centred = cur - cur.sum(dims, keepdim=True) / n
+        var = torch.linalg.vector_norm(centred, 2, dims, keepdim=True).square_() / n
+        centred.mul_(torch.rsqrt(var + bn.eps) * weight)
+        return centred if bias is None else centred.add_(bias)
+    assert bn.running_var is not None
+    mean, var = bn.running_mean[:, None, None], bn.running_var[:, None, None]
+    scale = torch.rsqrt(var + bn.eps) * weight  # folded: the activity is read once
+    shift = -mean * scale if bias is None else bias - mean * scale
     return torch.addcmul(shift, cur, scale)
 
 
