@@ -80,3 +80,38 @@ def test_the_non_spiking_baseline_is_untouched_by_a_vmapped_population():
     fitness = evaluate(model, Perturbation(4, 0.1), (x, y), loss)
     assert torch.isfinite(fitness).all()
     torch.testing.assert_close(model(x)[0][-1], before)  # no batched tensor left behind
+
+
+class Wrapped(nn.Module):
+    """A custom container around spikeopt's own SNN: not a built-in, so vmap runs it."""
+
+    def __init__(self, inner: nn.Module):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, x):
+        return self.inner(x)
+
+
+@pytest.mark.parametrize(
+    "arch",
+    [{"model.hidden": [16]},
+     {"model.arch": "rsnn", "model.hidden": [12], "model.readout": "li", "loss.name": "ce_max"}],
+)  # fmt: skip
+def test_custom_module_of_spikeopt_neurons_runs_under_vmap(arch):
+    cfg = apply(Config(), arch)
+    torch.manual_seed(0)
+    model = Wrapped(build_model(cfg, (1, 8, 8), 10)).double()
+    loss = make_loss(cfg.loss, 1)
+    x = (torch.rand(6, 5, 1, 8, 8, dtype=torch.float64) < 0.4).double()
+    y = torch.randint(0, 10, (6,))
+    assert not supports(model)
+    pert = Perturbation(population=6, sigma=0.1, rank=2)
+    fitness = evaluate(model, pert, (x, y), loss, chunk=4)
+    expected = []
+    for m in range(6):
+        with torch.no_grad():
+            spikes, mems = functional_call(model, materialize(model, pert, m), (x,))
+        expected.append(-loss(spikes, mems, y)[0])
+    torch.testing.assert_close(fitness, torch.stack(expected), rtol=1e-9, atol=1e-9)
+    assert fitness.unique().numel() > 1

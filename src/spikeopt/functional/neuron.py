@@ -172,6 +172,11 @@ class _FusedLIF(torch.autograd.Function):
         return g_current, None, None, None
 
 
+def _transformed() -> bool:
+    """Whether torch.compile or a torch.func transform (vmap, grad) is tracing this call."""
+    return torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
+
+
 def lif_sequence(
     current: Tensor, p: LIFParams, spike_fn: Surrogate, steps: int | None = None
 ) -> tuple[Tensor, Tensor]:
@@ -187,8 +192,9 @@ def lif_sequence(
     n_steps = steps if const else current.shape[1]
     assert n_steps is not None
     fixed = not isinstance(p.beta, Tensor) and not isinstance(p.v_threshold, Tensor)
-    # torch.compile traces the plain step loop (and fuses it); eager runs the fused Function.
-    if fixed and not torch.compiler.is_compiling():
+    # torch.compile traces the plain step loop (and fuses it), as does torch.func.vmap
+    # (the fused Functions write into preallocated buffers); eager runs the fused Function.
+    if fixed and not _transformed():
         s, v = _FusedLIF.apply(current, n_steps, p, spike_fn)
         return s, v
     return lif_step_loop(current, p, spike_fn, n_steps, const)
@@ -293,7 +299,7 @@ def rlif_sequence(
     n_steps = steps if const else drive.shape[1]
     if n_steps is None:
         raise ValueError("rlif_sequence: a (B, N) constant drive needs `steps`")
-    if not isinstance(p.v_threshold, Tensor) and not torch.compiler.is_compiling():
+    if not isinstance(p.v_threshold, Tensor) and not _transformed():
         beta = torch.as_tensor(p.beta, dtype=drive.dtype, device=drive.device)
         s, v = _FusedRecurrentLIF.apply(drive, w_rec, beta, n_steps, p, spike_fn)
         return s, v

@@ -22,13 +22,22 @@ from spikeopt.config import choose
 
 
 class _SpikeFn(torch.autograd.Function):
-    """Heaviside forward; ``surrogate.derivative`` backward."""
+    """Heaviside forward; ``surrogate.derivative`` backward.
+
+    In the ``setup_context`` form with a generated vmap rule, so spiking modules also run
+    under ``torch.func`` transforms (the population's ``vmap`` fallback)."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, x: Tensor, surrogate: Surrogate) -> Tensor:  # type: ignore[override]
+    def forward(x: Tensor, surrogate: Surrogate) -> Tensor:  # type: ignore[override]
+        return (x >= 0).to(x.dtype)
+
+    @staticmethod
+    def setup_context(ctx, inputs: tuple[Tensor, Surrogate], output: Tensor) -> None:  # type: ignore[override]
+        x, surrogate = inputs
         ctx.save_for_backward(x)
         ctx.surrogate = surrogate
-        return (x >= 0).to(x.dtype)
 
     @staticmethod
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]

@@ -8,9 +8,11 @@ and the module runs once under ``vmap``. Random ops inside the module need an ex
 * ``randomness='different'``: every member draws its own numbers.
 
 Every member gets its own copy of the module's buffers, so in-place buffer updates (batch-norm
-running statistics in training mode) work under ``vmap`` and leave the model untouched. A
-limit of ``vmap`` itself: ``autograd.Function`` subclasses without ``setup_context`` (old-style
-``forward(ctx, ...)``) cannot run under it; built-in SNNs take the batched path instead.
+running statistics in training mode) work under ``vmap`` and leave the model untouched.
+spikeopt's own neurons run here too (a custom module built from them): under a transform they
+take the plain step loop with a vmap-able spike function. A limit of ``vmap`` itself: a
+user's ``autograd.Function`` without ``setup_context`` (old-style ``forward(ctx, ...)``)
+cannot run under it.
 """
 
 from __future__ import annotations
