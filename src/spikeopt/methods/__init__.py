@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Any
 
 from spikeopt.config import Config, choose
 from spikeopt.functional.loss import Loss
@@ -15,8 +15,8 @@ from spikeopt.methods.reinforce import REINFORCE
 from spikeopt.methods.snes import SNES
 from spikeopt.methods.surrogate import Surrogate
 
-# name -> constructor(cfg, loss); extended by one line per method file.
-METHODS: dict[str, Callable[[Config, Loss], Method]] = {
+# name -> method class; extended by one line per method file.
+METHODS: dict[str, type[Any]] = {
     "surrogate": Surrogate,
     "es": ES,
     "reinforce": REINFORCE,
@@ -27,9 +27,11 @@ METHODS: dict[str, Callable[[Config, Loss], Method]] = {
 }
 
 
-def make_method(cfg: Config, loss: Loss) -> Method:
-    """The method ``cfg.method.name`` names; the error lists the valid names."""
-    return METHODS[choose("method.name", cfg.method.name, METHODS)](cfg, loss)
+def make_method(cfg: Config, loss: Loss | None, objective: Any = None) -> Method:
+    """The method ``cfg.method.name`` names, for a task's ``loss`` and (population methods)
+    its ``objective``; the error lists the valid names."""
+    cls: Any = METHODS[choose("method.name", cfg.method.name, METHODS)]
+    return cls(cfg, loss, objective) if cls.population else cls(cfg, loss)
 
 
 __all__ = [

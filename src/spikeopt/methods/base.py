@@ -36,10 +36,11 @@ class TrainState:
     """What a method updates: the model, its optimizer and the number of updates so far.
 
     ``forward`` is how BPTT methods run model and loss (compiled with ``trainer.compile``).
+    ``optimizer`` is None for a method that moves the parameters itself (CMA-ES).
     """
 
     model: nn.Module
-    optimizer: torch.optim.Optimizer
+    optimizer: torch.optim.Optimizer | None
     step: int = 0
     forward: ForwardLoss = forward_loss
 
@@ -48,6 +49,8 @@ class Method(Protocol):
     """init -> step, step, ...; state_dict/load_state_dict make runs resumable."""
 
     name: str
+    population: bool  # True: evaluates a population through an Objective (es.* applies)
+    tasks: tuple[str, ...]  # the task kinds (trainer.task) it can train
 
     def init(self, model: nn.Module, cfg: Config) -> TrainState:
         """Fresh training state for ``model``."""
@@ -86,7 +89,7 @@ def backprop(state: TrainState, loss_fn: Loss, batch: Batch) -> dict[str, float]
     x, y = batch
     state.model.train()
     loss, scores = state.forward(state.model, loss_fn, x, y)
-    state.optimizer.zero_grad(set_to_none=True)
+    state.model.zero_grad(set_to_none=True)
     loss.backward()
     return {"loss": float(loss.detach()), "acc": float((scores.argmax(-1) == y).float().mean())}
 
@@ -103,6 +106,7 @@ def apply_update(state: TrainState, cfg: OptimConfig) -> float:
         torch.nn.utils.clip_grad_value_(params, cfg.clip_value)
     max_norm = cfg.clip_norm if cfg.clip_norm > 0 else float("inf")
     norm = torch.nn.utils.clip_grad_norm_(params, max_norm) if params else torch.tensor(0.0)
+    assert state.optimizer is not None, "apply_update needs an optimizer"
     state.optimizer.step()
     state.step += 1
     return float(norm)
@@ -110,9 +114,10 @@ def apply_update(state: TrainState, cfg: OptimConfig) -> float:
 
 def base_state_dict(state: TrainState) -> dict[str, Any]:
     """Model, optimizer and step counter: the part of a method's state every method has."""
+    opt = state.optimizer
     return {
         "model": state.model.state_dict(),
-        "optimizer": state.optimizer.state_dict(),
+        "optimizer": opt.state_dict() if opt is not None else None,
         "step": state.step,
     }
 
@@ -120,6 +125,7 @@ def base_state_dict(state: TrainState) -> dict[str, Any]:
 def load_base_state(state: TrainState, d: dict[str, Any]) -> TrainState:
     """Restore what :func:`base_state_dict` saved."""
     state.model.load_state_dict(d["model"])
-    state.optimizer.load_state_dict(d["optimizer"])
+    if state.optimizer is not None:
+        state.optimizer.load_state_dict(d["optimizer"])
     state.step = int(d["step"])
     return state

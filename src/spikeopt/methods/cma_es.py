@@ -4,20 +4,21 @@ One generation: pycma proposes ``P`` parameter vectors, the population is evalua
 batched pass as explicit :class:`~spikeopt.population.Offsets` from the current centre,
 pycma is told the losses (``-fitness``; NaN/inf count as worse than every finite member),
 and the model's parameters become pycma's new mean. CMA-ES adapts its own step size and
-covariance, so ``optim.*`` and ``es.max_update`` do not apply; the covariance costs
-``n^2`` memory, which is why ``es.cma_diagonal=auto`` switches to the diagonal
-(separable) variant above :data:`FULL_MAX` parameters. (Hansen & Ostermeier 2001.)
+covariance, so it has no optimizer: ``optim.*``, ``sched.*`` and ``es.max_update`` do not
+apply; the covariance costs ``n^2`` memory, which is why ``es.cma_diagonal=auto`` switches to
+the diagonal (separable) variant above :data:`FULL_MAX` parameters. (Hansen & Ostermeier 2001.)
 
-pycma draws from numpy's global generator; this method swaps its own generator state in and
-out around every pycma call, so nothing else in the process perturbs the search. Resuming
+pycma draws from numpy's global generator; the search state (the pycma instance and its own
+numpy generator state) lives in the method's :class:`CMAState` and is swapped in and out
+around every pycma call, so nothing else in the process perturbs the search. Resuming
 replays the saved losses of every past generation into a fresh pycma instance, which
 reproduces its state exactly without pickling it into the checkpoint.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
@@ -25,10 +26,8 @@ import torch
 from torch import nn
 
 from spikeopt.config import Config, ConfigError, choose
-from spikeopt.functional.loss import Loss
-from spikeopt.methods.base import TrainState, base_state_dict, build_optimizer, load_base_state
-from spikeopt.methods.es import fitness_stats
-from spikeopt.methods.objective import Classification, Objective
+from spikeopt.methods.base import TrainState
+from spikeopt.methods.strategy import Generation, Strategy
 from spikeopt.population import Offsets, perturbed
 
 FULL_MAX = 2000  # above this many parameters `auto` uses the diagonal covariance
@@ -39,42 +38,63 @@ def _flat(params: list[nn.Parameter]) -> np.ndarray:
     return torch.cat([p.detach().flatten() for p in params]).double().cpu().numpy()
 
 
-class CMAES:
+@dataclass
+class Search:
+    """pycma's instance, its own numpy generator state, the start point and the losses told
+    so far (one list per generation: what resume replays)."""
+
+    es: Any
+    rng: Any
+    x0: np.ndarray
+    history: list[list[float]] = field(default_factory=list)
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """``fn()`` with numpy's global generator holding this search's own state."""
+        outside = np.random.get_state()
+        np.random.set_state(self.rng)
+        try:
+            return fn()
+        finally:
+            self.rng = np.random.get_state()
+            np.random.set_state(outside)
+
+    def tell(self, xs: list[np.ndarray], losses: list[float]) -> None:
+        """Tell pycma one generation's losses and remember them."""
+        self.call(lambda: self.es.tell(xs, losses))
+        self.history.append(losses)
+
+
+@dataclass
+class CMAState(TrainState):
+    """TrainState plus the CMA search."""
+
+    search: Search | None = None
+
+
+class CMAES(Strategy):
     """CMA-ES (pycma) on the :class:`~spikeopt.methods.base.Method` protocol."""
 
     name = "cma"
+    state_type = CMAState
 
-    def __init__(self, cfg: Config, loss: Loss, objective: Objective | None = None) -> None:
+    def check(self, cfg: Config) -> None:
+        """Covariance choice, population and sigma."""
         e = cfg.es
-        self.cfg = cfg
-        self.objective = objective if objective is not None else Classification(loss, e)
         choose("es.cma_diagonal", e.cma_diagonal, ("auto", "true", "false"))
         if e.population < 2:
             raise ConfigError(f"es.population must be >= 2, got {e.population}")
         if not e.sigma > 0:
             raise ConfigError(f"es.sigma must be > 0, got {e.sigma}")
-        self.seed = (cfg.trainer.seed * 1_000_003 + e.noise_seed) % 2**31 + 1
-        self._es: Any = None
-        self._rng: Any = None
-        self._x0: np.ndarray | None = None
-        self._history: list[list[float]] = []  # losses told, one list per generation
 
-    @contextmanager
-    def _own_rng(self) -> Iterator[None]:
-        """numpy's global generator holds this method's state inside the block only."""
-        outside = np.random.get_state()
-        np.random.set_state(self._rng)
-        try:
-            yield
-        finally:
-            self._rng = np.random.get_state()
-            np.random.set_state(outside)
+    def optimizer(self, model: nn.Module, cfg: Config) -> None:
+        """None: pycma moves the centre itself."""
+        return None
 
-    def _call(self, fn: Callable[[], T]) -> T:
-        with self._own_rng():
-            return fn()
+    def start(self, model: nn.Module, cfg: Config) -> dict[str, Any]:
+        """pycma started at the model's parameters."""
+        return {"search": self._search(_flat([p for _, p in perturbed(model)]))}
 
-    def _start(self, x0: np.ndarray) -> None:
+    def _search(self, x0: np.ndarray) -> Search:
         try:
             import cma  # the optional `control` extra
         except ImportError as err:
@@ -83,70 +103,61 @@ class CMAES:
             ) from err
 
         e = self.cfg.es
+        seed = self.seed % (2**31 - 1) + 1  # pycma takes a positive 32-bit seed
         diagonal = e.cma_diagonal == "true" or (e.cma_diagonal == "auto" and x0.size > FULL_MAX)
-        self._x0, self._history = x0.copy(), []
-        self._rng = np.random.RandomState(self.seed).get_state()
-        opts = {"popsize": e.population, "seed": self.seed, "verbose": -9, "CMA_diagonal": diagonal}
-        self._es = self._call(lambda: cma.CMAEvolutionStrategy(x0, e.sigma, opts))
+        search = Search(None, np.random.RandomState(seed).get_state(), x0.copy())
+        opts = {"popsize": e.population, "seed": seed, "verbose": -9, "CMA_diagonal": diagonal}
+        search.es = search.call(lambda: cma.CMAEvolutionStrategy(x0, e.sigma, opts))
+        return search
 
-    def init(self, model: nn.Module, cfg: Config) -> TrainState:
-        """pycma started at the model's parameters; the optimizer is kept for the loop's
-        bookkeeping (LR column) but never steps."""
-        self._start(_flat([p for _, p in perturbed(model)]))
-        return TrainState(model, build_optimizer(list(model.parameters()), cfg.optim))
-
-    def _tell(self, xs: list[np.ndarray], losses: list[float]) -> None:
-        self._call(lambda: self._es.tell(xs, losses))
-        self._history.append(losses)
-
-    def step(self, state: TrainState, batch: Any) -> tuple[TrainState, dict[str, float]]:
-        """One generation: ask, evaluate the population in one pass, tell, move the centre."""
-        model = state.model
-        model.train()
-        params = [p for _, p in perturbed(model)]
-        theta = _flat(params)
-        xs: list[np.ndarray] = self._call(self._es.ask)
-        deltas = torch.as_tensor(np.stack(xs) - theta)
+    def ask(self, state: TrainState, gen: Generation) -> Offsets:
+        """pycma's proposals as offsets from the current centre."""
+        assert isinstance(state, CMAState) and state.search is not None
+        xs: list[np.ndarray] = state.search.call(state.search.es.ask)
+        deltas = torch.as_tensor(np.stack(xs) - _flat(gen.params))
         offsets, i = [], 0
-        for p in params:
+        for p in gen.params:
             d = deltas[:, i : i + p.numel()]
             offsets.append(d.reshape(len(xs), *p.shape).to(p.device, p.dtype))
             i += p.numel()
-        centre = self.objective.centre(model, batch)
-        fitness = self.objective.fitness(model, Offsets(params, offsets), batch)
-        losses = (-fitness).double()
+        gen.aux = xs
+        return Offsets(gen.params, offsets)
+
+    def tell(self, state: TrainState, gen: Generation) -> None:
+        """Tell pycma the losses and move the parameters to its new mean."""
+        assert isinstance(state, CMAState) and state.search and gen.fitness is not None
+        search = state.search
+        theta = _flat(gen.params)
+        losses = (-gen.fitness).double()
         finite = torch.isfinite(losses)
         worst = float(losses[finite].max()) if finite.any() else 0.0
         losses = torch.where(finite, losses, torch.full_like(losses, abs(worst) * 2 + 1e3))
-        self._tell(xs, losses.tolist())
-        mean = torch.as_tensor(self._es.mean)
+        search.tell(gen.aux, losses.tolist())
+        mean = torch.as_tensor(search.es.mean)
         with torch.no_grad():
             i = 0
-            for p in params:
+            for p in gen.params:
                 p.copy_(mean[i : i + p.numel()].view_as(p))
                 i += p.numel()
-        state.optimizer.step()  # no gradients: a no-op that keeps LR schedulers in order
-        state.step += 1
-        return state, {
-            **centre,
-            "update_norm": float(np.linalg.norm(self._es.mean - theta)),
-            "sigma": float(self._es.sigma),
-            **fitness_stats(fitness),
-        }
+        gen.metrics.update(
+            {
+                "update_norm": float(np.linalg.norm(search.es.mean - theta)),
+                "sigma": float(search.es.sigma),
+            }
+        )
+        return None
 
-    def state_dict(self, state: TrainState) -> dict[str, Any]:
-        """Model, step, the start point and every generation's losses (tensors only)."""
-        assert self._x0 is not None
+    def save(self, state: TrainState) -> dict[str, Any]:
+        """The start point and every generation's losses (tensors only)."""
+        assert isinstance(state, CMAState) and state.search is not None
         return {
-            **base_state_dict(state),
-            "cma_x0": torch.as_tensor(self._x0),
-            "cma_losses": torch.tensor(self._history, dtype=torch.float64),
+            "cma_x0": torch.as_tensor(state.search.x0),
+            "cma_losses": torch.tensor(state.search.history, dtype=torch.float64),
         }
 
-    def load_state_dict(self, state: TrainState, d: dict[str, Any]) -> TrainState:
-        """Replay the saved generations into a fresh pycma, then restore the model."""
-        self._start(d["cma_x0"].numpy())
+    def load(self, state: TrainState, d: dict[str, Any]) -> None:
+        """Replay the saved generations into a fresh pycma."""
+        assert isinstance(state, CMAState)
+        state.search = search = self._search(d["cma_x0"].numpy())
         for losses in d["cma_losses"].tolist():
-            xs = self._call(self._es.ask)
-            self._tell(xs, losses)
-        return load_base_state(state, d)
+            search.tell(search.call(search.es.ask), losses)

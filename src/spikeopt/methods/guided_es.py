@@ -28,20 +28,9 @@ import torch
 from torch import Tensor, nn
 
 from spikeopt.config import Config, ConfigError
-from spikeopt.functional.loss import Loss
-from spikeopt.methods.base import (
-    TrainState,
-    apply_update,
-    backprop,
-    base_state_dict,
-    build_optimizer,
-    load_base_state,
-    surrogate_grads,
-)
-from spikeopt.methods.es import ES, cap_update, fitness_stats, sigma_at
-from spikeopt.methods.hybrid import forked_rng
-from spikeopt.methods.objective import Classification, Objective, cosine
-from spikeopt.population import Offsets, perturbed
+from spikeopt.methods.base import TrainState, apply_update, backprop, surrogate_grads
+from spikeopt.methods.strategy import Generation, Strategy, check_sigma, forked_rng, sigma_at
+from spikeopt.population import Offsets
 
 
 @dataclass
@@ -73,7 +62,7 @@ def sample(n_pairs: int, u: Tensor, alpha: float, generator: torch.Generator) ->
     return e
 
 
-class GuidedES:
+class GuidedES(Strategy):
     """Guided ES after an optional BPTT warm start (see module doc).
 
     Metrics of a step: ``loss``/``acc`` of the BPTT forward before the update, ``es_phase``
@@ -83,8 +72,11 @@ class GuidedES:
     """
 
     name = "guided-es"
+    tasks = ("classification",)
+    state_type = GuidedState
 
-    def __init__(self, cfg: Config, loss: Loss, objective: Objective | None = None) -> None:
+    def check(self, cfg: Config) -> None:
+        """alpha, k and the warm-up length."""
         g = cfg.guided
         if not 0 <= g.alpha <= 1:
             raise ConfigError(f"guided.alpha must be in [0, 1] (1 = plain ES), got {g.alpha}")
@@ -92,69 +84,68 @@ class GuidedES:
             raise ConfigError(f"guided.k must be >= 1 surrogate gradient, got {g.k}")
         if g.warmup_steps < 0:
             raise ConfigError(f"guided.warmup_steps must be >= 0, got {g.warmup_steps}")
-        self.cfg, self.loss = cfg, loss
-        self.objective = objective if objective is not None else Classification(loss, cfg.es)
-        self.es = ES(cfg, loss, self.objective)  # its shaping, seed and es.* checks
-
-    def init(self, model: nn.Module, cfg: Config) -> GuidedState:
-        """Optimizer over the model's parameters, an empty gradient history."""
-        return GuidedState(model, build_optimizer(list(model.parameters()), cfg.optim))
+        check_sigma(cfg.es)
+        if cfg.es.population < 2 or cfg.es.population % 2:
+            raise ConfigError(
+                f"es.population must be even and >= 2 (antithetic pairs), got {cfg.es.population}"
+            )
 
     def step(self, state: TrainState, batch: Any) -> tuple[TrainState, dict[str, float]]:
-        """BPTT for the surrogate gradient; then either apply it (warm-up) or guide ES by it."""
-        assert isinstance(state, GuidedState)
-        x, model, gc = batch[0], state.model, self.cfg.guided
-        rng = torch.get_rng_state()
-        metrics = backprop(state, self.loss, batch)
-        params = [p for _, p in perturbed(model)]
-        g_s = torch.cat([g.flatten() for g in surrogate_grads(params)])
-        state.history = [*state.history, g_s][-gc.k :]
-        if state.step < gc.warmup_steps:
-            return state, {
-                **metrics,
-                "es_phase": 0.0,
-                "grad_norm": apply_update(state, self.cfg.optim),
-            }
-        state.optimizer.zero_grad(set_to_none=True)
-        e_cfg, sigma = self.cfg.es, sigma_at(state.step, self.cfg.es)
-        gen = torch.Generator(device=g_s.device)
-        gen.manual_seed((self.es.seed * 1_000_003 + state.step) % 2**63)
-        u = subspace(state.history)
-        e = sample(e_cfg.population // 2, u, gc.alpha, gen)
-        members = torch.stack((e, -e), 1).flatten(0, 1)  # +e_0, -e_0, +e_1, ...
-        deltas = [d.view(-1, *p.shape) for d, p in zip(_split(sigma * members, params), params)]
-        with forked_rng(x.device):
-            torch.set_rng_state(rng)
-            fitness = self.objective.fitness(model, Offsets(params, deltas), batch)
-        w = self.es.shaping(fitness).to(e.dtype)
-        g = ((w[0::2] - w[1::2]) @ e) / (e_cfg.population * sigma)  # uphill in fitness
-        for p, gp in zip(params, _split(-g, params)):
-            p.grad = gp.view_as(p)
-        before = [p.detach().clone() for p in params]
+        """During warm-up: the BPTT step; after it, one guided generation."""
+        if state.step >= self.cfg.guided.warmup_steps:
+            state, metrics = super().step(state, batch)
+            return state, {**metrics, "es_phase": 1.0}
+        gen = Generation(batch, [p for p in state.model.parameters() if p.requires_grad])
+        self.centre(state, gen)
         grad_norm = apply_update(state, self.cfg.optim)
-        return state, {
-            **metrics,
-            "es_phase": 1.0,
-            "grad_norm": grad_norm,
-            "update_norm": cap_update(params, before, e_cfg.max_update),
-            "sigma": sigma,
-            "subspace_dim": float(u.shape[1]),
-            "cos_surrogate": cosine([-g], [g_s]),
-            **fitness_stats(fitness),
-        }
+        return state, {**gen.metrics, "es_phase": 0.0, "grad_norm": grad_norm}
 
-    def state_dict(self, state: TrainState) -> dict[str, Any]:
-        """Model, optimizer, step counter and the gradient history (the noise follows from
-        the step)."""
-        assert isinstance(state, GuidedState)
-        return {**base_state_dict(state), "history": [h.clone() for h in state.history]}
+    def centre(self, state: TrainState, gen: Generation) -> None:
+        """BPTT for the surrogate gradient, which joins the history that spans U."""
+        assert isinstance(state, GuidedState) and self.loss is not None
+        gen.rng = torch.get_rng_state()
+        gen.metrics.update(backprop(state, self.loss, gen.batch))
+        gen.surrogate = surrogate_grads(gen.params)
+        flat = torch.cat([g.flatten() for g in gen.surrogate])
+        state.history = [*state.history, flat][-self.cfg.guided.k :]
 
-    def load_state_dict(self, state: TrainState, d: dict[str, Any]) -> TrainState:
-        """Restore a saved state into ``state``."""
+    def ask(self, state: TrainState, gen: Generation) -> Offsets:
+        """Antithetic pairs of directions with the guided covariance, as explicit offsets."""
         assert isinstance(state, GuidedState)
-        load_base_state(state, d)
+        sigma = sigma_at(state.step, self.cfg.es)
+        g = torch.Generator(device=state.history[-1].device)
+        g.manual_seed((self.seed * 1_000_003 + state.step) % 2**63)
+        u = subspace(state.history)
+        e = sample(self.cfg.es.population // 2, u, self.cfg.guided.alpha, g)
+        gen.aux = (e, sigma)
+        gen.metrics.update({"sigma": sigma, "subspace_dim": float(u.shape[1])})
+        members = torch.stack((e, -e), 1).flatten(0, 1)  # +e_0, -e_0, +e_1, ...
+        parts = _split(sigma * members, gen.params)
+        return Offsets(gen.params, [d.view(-1, *p.shape) for d, p in zip(parts, gen.params)])
+
+    def evaluate(self, state: TrainState, gen: Generation) -> Tensor:
+        """The population on a forked RNG whose draws (dropout) start where BPTT's did."""
+        with forked_rng(gen.batch[0].device):
+            torch.set_rng_state(gen.rng)  # type: ignore[arg-type]  # centre() set it
+            return super().evaluate(state, gen)
+
+    def tell(self, state: TrainState, gen: Generation) -> list[Tensor]:
+        """The antithetic estimate along the sampled directions, as a loss gradient."""
+        assert gen.fitness is not None
+        e, sigma = gen.aux
+        w = self.shaping(gen.fitness).to(e.dtype)
+        g = ((w[0::2] - w[1::2]) @ e) / (self.cfg.es.population * sigma)  # uphill in fitness
+        return [gp.view_as(p) for p, gp in zip(gen.params, _split(-g, gen.params))]
+
+    def save(self, state: TrainState) -> dict[str, Any]:
+        """The gradient history (the noise follows from the step)."""
+        assert isinstance(state, GuidedState)
+        return {"history": [h.clone() for h in state.history]}
+
+    def load(self, state: TrainState, d: dict[str, Any]) -> None:
+        """Restore the gradient history."""
+        assert isinstance(state, GuidedState)
         state.history = list(d["history"])
-        return state
 
 
 def _split(flat: Tensor, params: list[nn.Parameter]) -> list[Tensor]:

@@ -3,7 +3,7 @@
 One step on one minibatch (every member and the BPTT pass share it and its encoder noise)::
 
     g_s    = dL_surrogate/dtheta                  BPTT, exactly as the surrogate method
-    g_es   = antithetic NES estimate of dL/dtheta  population.evaluate: hard spikes, no surrogate
+    g_es   = antithetic NES estimate of dL/dtheta  the ES method's estimate: hard spikes
     g_orth = g_es - (<g_es, g_s> / |g_s|^2) g_s    the part of g_es the surrogate cannot see
     lam_eff = lam                                  or, with hybrid.normalize,
     lam_eff = lam |g_s| / |g_orth|                 the correction is a fixed fraction of the step
@@ -19,27 +19,15 @@ bit for bit: the population runs on a forked RNG, so it cannot shift the next dr
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from spikeopt.config import Config, ConfigError, choose
-from spikeopt.functional.loss import Loss
-from spikeopt.methods.base import (
-    TrainState,
-    apply_update,
-    backprop,
-    base_state_dict,
-    build_optimizer,
-    load_base_state,
-    surrogate_grads,
-)
-from spikeopt.methods.es import ES, fitness_stats
-from spikeopt.methods.objective import Classification, Objective, cosine
-from spikeopt.population import SHAPINGS, estimate, get_shaping, perturbed
+from spikeopt.methods.base import TrainState, backprop, surrogate_grads
+from spikeopt.methods.es import ES
+from spikeopt.methods.strategy import Generation, forked_rng
+from spikeopt.population import SHAPINGS, get_shaping
 
 
 def _dot(a: list[Tensor], b: list[Tensor]) -> float:
@@ -60,8 +48,8 @@ def project_out(g: list[Tensor], d: list[Tensor]) -> list[Tensor]:
 def combine(
     g_s: list[Tensor], g_es: list[Tensor], lam: float, normalize: bool
 ) -> tuple[list[Tensor], dict[str, float]]:
-    """``g_s + lam_eff * g_orth`` and its diagnostics (norms, lam_eff, correction fraction,
-    cosine of g_s and g_es). ``lam = 0`` returns ``g_s`` itself, untouched."""
+    """``g_s + lam_eff * g_orth`` and its diagnostics (norms, lam_eff, correction fraction).
+    ``lam = 0`` returns ``g_s`` itself, untouched."""
     g_orth = project_out(g_es, g_s)
     ns, no = _norm(g_s), _norm(g_orth)
     lam_eff = lam * ns / no if normalize and no > 0 else lam
@@ -71,22 +59,13 @@ def combine(
         "lambda_eff": lam_eff,
         # share of the combined step's norm that is correction (the parts are orthogonal)
         "corr_frac": lam_eff * no / math.hypot(ns, lam_eff * no) if ns or lam_eff * no else 0.0,
-        "cos_es": cosine(g_s, g_es),
     }
     if lam == 0:
         return g_s, stats
     return [s + lam_eff * o for s, o in zip(g_s, g_orth)], stats
 
 
-@contextmanager
-def forked_rng(device: torch.device) -> Iterator[None]:
-    """Run a block without advancing the global RNG that the next BPTT step draws from."""
-    devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        yield
-
-
-class Hybrid:
+class Hybrid(ES):
     """Surrogate gradient plus a weighted ES correction orthogonal to it (see module doc).
 
     Metrics of a step: ``loss``/``acc`` of the BPTT forward (as the surrogate method reports
@@ -97,44 +76,35 @@ class Hybrid:
     """
 
     name = "hybrid"
+    tasks = ("classification",)
+    cosine_key = "cos_es"
 
-    def __init__(self, cfg: Config, loss: Loss, objective: Objective | None = None) -> None:
+    def check(self, cfg: Config) -> None:
+        """ES's checks, plus lam and the hybrid's own fitness shaping."""
+        super().check(cfg)
         h = cfg.hybrid
         if not math.isfinite(h.lam) or h.lam < 0:
             raise ConfigError(f"hybrid.lam must be a finite number >= 0, got {h.lam}")
-        self.cfg, self.loss = cfg, loss
         self.shaping = get_shaping(choose("hybrid.shaping", h.shaping, SHAPINGS))
-        self.objective = objective if objective is not None else Classification(loss, cfg.es)
-        self.es = ES(cfg, loss, self.objective)  # its population, sigma schedule and checks
 
-    def init(self, model: nn.Module, cfg: Config) -> TrainState:
-        """Optimizer over the model's parameters."""
-        return TrainState(model, build_optimizer(list(model.parameters()), cfg.optim))
+    def centre(self, state: TrainState, gen: Generation) -> None:
+        """BPTT on the batch: its loss/acc, and the surrogate gradient in ``p.grad``."""
+        assert self.loss is not None
+        gen.rng = torch.get_rng_state()
+        gen.metrics.update(backprop(state, self.loss, gen.batch))
+        gen.surrogate = surrogate_grads(gen.params)
 
-    def step(self, state: TrainState, batch: Any) -> tuple[TrainState, dict[str, float]]:
-        """BPTT, population, projection, one optimizer step through ``apply_update``."""
-        x, model = batch[0], state.model
-        rng = torch.get_rng_state()
-        metrics = backprop(state, self.loss, batch)
-        params = [p for _, p in perturbed(model)]
-        g_s = surrogate_grads(params)
-        pert = self.es.perturbation(state.step)
-        with forked_rng(x.device):
-            torch.set_rng_state(rng)  # population draws (dropout) start where BPTT's did
-            fitness = self.objective.fitness(model, pert, batch)
-        # the estimate points uphill in fitness = -loss; negate for a loss gradient like g_s
-        g_es = [-g for g in estimate(params, pert, self.shaping(fitness))]
-        grads, stats = combine(g_s, g_es, self.cfg.hybrid.lam, self.cfg.hybrid.normalize)
-        if self.cfg.hybrid.lam > 0:  # lam = 0 keeps BPTT's own p.grad: the surrogate method
-            for p, g in zip(params, grads):
-                p.grad = g
-        metrics["grad_norm"] = apply_update(state, self.cfg.optim)
-        return state, {**metrics, **stats, "sigma": pert.sigma, **fitness_stats(fitness)}
+    def evaluate(self, state: TrainState, gen: Generation) -> Tensor:
+        """The population on a forked RNG whose draws (dropout) start where BPTT's did."""
+        with forked_rng(gen.batch[0].device):
+            torch.set_rng_state(gen.rng)  # type: ignore[arg-type]  # centre() set it
+            return super().evaluate(state, gen)
 
-    def state_dict(self, state: TrainState) -> dict[str, Any]:
-        """Model, optimizer and step counter: the generation's noise follows from the step."""
-        return base_state_dict(state)
-
-    def load_state_dict(self, state: TrainState, d: dict[str, Any]) -> TrainState:
-        """Restore a saved state into ``state``."""
-        return load_base_state(state, d)
+    def tell(self, state: TrainState, gen: Generation) -> list[Tensor]:
+        """``g_s + lam_eff g_orth``; with lam = 0 BPTT's own ``p.grad``: the surrogate method."""
+        assert gen.surrogate is not None
+        gen.estimate = super().tell(state, gen)
+        h = self.cfg.hybrid
+        grads, stats = combine(gen.surrogate, gen.estimate, h.lam, h.normalize)
+        gen.metrics.update(stats)
+        return grads if h.lam > 0 else [p.grad for p in gen.params]  # type: ignore[misc]

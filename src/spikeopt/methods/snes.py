@@ -32,17 +32,9 @@ import torch
 from torch import Tensor, nn
 
 from spikeopt.config import Config, ConfigError
-from spikeopt.functional.loss import Loss
-from spikeopt.methods.base import (
-    TrainState,
-    apply_update,
-    base_state_dict,
-    build_optimizer,
-    load_base_state,
-)
-from spikeopt.methods.es import cap_update, fitness_stats
-from spikeopt.methods.objective import Classification, Objective
-from spikeopt.population import Noise, Offsets, Perturbation, get_shaping, perturbed
+from spikeopt.methods.base import TrainState
+from spikeopt.methods.strategy import Generation, Strategy
+from spikeopt.population import Noise, Offsets, Perturbation, perturbed
 from spikeopt.population.shaping import nes_utility
 
 
@@ -58,79 +50,67 @@ def default_sigma_lr(n: int) -> float:
     return (3 + math.log(n)) / (5 * math.sqrt(n))
 
 
-class SNES:
-    """Separable NES on the :class:`~spikeopt.methods.base.Method` protocol."""
+class SNES(Strategy):
+    """Separable NES. Metrics beyond the base's: ``sigma`` (mean width), ``sigma_min``,
+    ``sigma_max``."""
 
     name = "snes"
+    state_type = SNESState
 
-    def __init__(self, cfg: Config, loss: Loss, objective: Objective | None = None) -> None:
+    def check(self, cfg: Config) -> None:
+        """Width learning rate, floor and population."""
         e = cfg.es
-        self.cfg = cfg
-        self.objective = objective if objective is not None else Classification(loss, e)
-        self.shaping = get_shaping(e.shaping)
         if e.sigma_lr < 0:
             raise ConfigError(f"es.sigma_lr must be >= 0 (0 = SNES default), got {e.sigma_lr}")
         if not 0 < e.sigma_floor <= e.sigma:
             raise ConfigError(f"es.sigma_floor must be in (0, es.sigma], got {e.sigma_floor}")
         if e.population < 2:
             raise ConfigError(f"es.population must be >= 2, got {e.population}")
-        self.seed = cfg.trainer.seed * 2**32 + e.noise_seed
 
-    def perturbation(self, step: int) -> Perturbation:
-        """Unit full-rank noise of generation ``step``; the widths scale it per parameter."""
-        # members are independent: member m reads the noise ES would give pair m
-        return Perturbation(2 * self.cfg.es.population, 1.0, 1, "full", self.seed, step)
-
-    def init(self, model: nn.Module, cfg: Config) -> SNESState:
-        """Optimizer over the parameters; every width starts at ``es.sigma``."""
+    def start(self, model: nn.Module, cfg: Config) -> dict[str, Any]:
+        """Every width starts at ``es.sigma``."""
         params = [p for _, p in perturbed(model)]
-        sigmas = [torch.full_like(p, cfg.es.sigma, requires_grad=False) for p in params]
-        return SNESState(model, build_optimizer(list(model.parameters()), cfg.optim), sigmas=sigmas)
+        return {"sigmas": [torch.full_like(p, cfg.es.sigma, requires_grad=False) for p in params]}
 
-    def step(self, state: TrainState, batch: Any) -> tuple[TrainState, dict[str, float]]:
-        """One generation: sample, evaluate, update the mean (optimizer) and the widths."""
+    def ask(self, state: TrainState, gen: Generation) -> Offsets:
+        """Unit full-rank noise scaled by the widths; member m reads the noise ES would give
+        pair m (members are independent)."""
         assert isinstance(state, SNESState)
-        e, model = self.cfg.es, state.model
-        model.train()
-        params = [p for _, p in perturbed(model)]
-        pert = self.perturbation(state.step)
-        z = [zk for zk in Noise(params, pert).pairs(0, e.population)]  # (P, *p.shape) each
-        assert all(isinstance(zk, Tensor) for zk in z)  # full mode: no low-rank factors
-        zs: list[Tensor] = z  # type: ignore[assignment]
-        offsets = [s * zk for s, zk in zip(state.sigmas, zs)]
-        centre = self.objective.centre(model, batch)
-        fitness = self.objective.fitness(model, Offsets(params, offsets), batch)
-        u, v = self.shaping(fitness), nes_utility(fitness)
-        eta = e.sigma_lr or default_sigma_lr(sum(p.numel() for p in params))
-        state.optimizer.zero_grad(set_to_none=True)
-        for p, s, zk in zip(params, state.sigmas, zs):
-            w = u.to(p.device, p.dtype)
-            p.grad = -s * torch.tensordot(w, zk, dims=1) / e.population
+        pert = Perturbation(2 * self.cfg.es.population, 1.0, 1, "full", self.seed, state.step)
+        # full mode: one (P, *p.shape) tensor per parameter, no low-rank factors
+        z = [zk for zk in Noise(gen.params, pert).pairs(0, self.cfg.es.population)
+             if isinstance(zk, Tensor)]  # fmt: skip
+        gen.aux = z
+        return Offsets(gen.params, [s * zk for s, zk in zip(state.sigmas, z)])
+
+    def tell(self, state: TrainState, gen: Generation) -> list[Tensor]:
+        """The mean's gradient for the optimizer; the widths grow or shrink in place."""
+        assert isinstance(state, SNESState) and gen.fitness is not None
+        e = self.cfg.es
+        u, v = self.shaping(gen.fitness), nes_utility(gen.fitness)
+        eta = e.sigma_lr or default_sigma_lr(sum(p.numel() for p in gen.params))
+        grads = []
+        for p, s, zk in zip(gen.params, state.sigmas, gen.aux):
+            grads.append(-s * torch.tensordot(u.to(p.device, p.dtype), zk, dims=1) / e.population)
             grow = torch.tensordot(v.to(p.device, p.dtype), zk.pow(2) - 1, dims=1)
             s.mul_(torch.exp(0.5 * eta * grow)).clamp_(min=e.sigma_floor)
-        before = [p.detach().clone() for p in params]
-        grad_norm = apply_update(state, self.cfg.optim)
-        update_norm = cap_update(params, before, e.max_update)
         flat = torch.cat([s.flatten() for s in state.sigmas])
-        return state, {
-            **centre,
-            "grad_norm": grad_norm,
-            "update_norm": update_norm,
-            "sigma": float(flat.mean()),
-            "sigma_min": float(flat.min()),
-            "sigma_max": float(flat.max()),
-            **fitness_stats(fitness),
-        }
+        gen.metrics.update(
+            {
+                "sigma": float(flat.mean()),
+                "sigma_min": float(flat.min()),
+                "sigma_max": float(flat.max()),
+            }
+        )
+        return grads
 
-    def state_dict(self, state: TrainState) -> dict[str, Any]:
-        """Model, optimizer, step and the per-parameter widths."""
+    def save(self, state: TrainState) -> dict[str, Any]:
+        """The per-parameter widths."""
         assert isinstance(state, SNESState)
-        return {**base_state_dict(state), "sigmas": [s.clone() for s in state.sigmas]}
+        return {"sigmas": [s.clone() for s in state.sigmas]}
 
-    def load_state_dict(self, state: TrainState, d: dict[str, Any]) -> TrainState:
-        """Restore a saved state into ``state``."""
+    def load(self, state: TrainState, d: dict[str, Any]) -> None:
+        """Restore the widths."""
         assert isinstance(state, SNESState)
-        load_base_state(state, d)
         for s, saved in zip(state.sigmas, d["sigmas"]):
             s.copy_(saved)
-        return state

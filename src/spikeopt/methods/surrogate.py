@@ -24,6 +24,8 @@ class Surrogate:
     """BPTT with surrogate spike derivatives; any torch optimizer, clipping, LR schedule."""
 
     name = "surrogate"
+    population = False  # runs a population through an Objective
+    tasks: tuple[str, ...] = ("classification",)  # the task kinds it can train
 
     def __init__(self, cfg: Config, loss: Loss) -> None:
         self.cfg = cfg
