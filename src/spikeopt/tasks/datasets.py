@@ -1,9 +1,10 @@
 """Datasets as tensors: ``load_dataset(cfg.data)`` -> :class:`Dataset`, plus image augmentation.
 
-The pipeline is: locate the files (``sources.py`` reads them) -> decoded arrays, cached on disk
-as .npz keyed by what was read -> fixed class-balanced subsets -> float32 tensors -> optional
-standardisation with training-set statistics. Nothing here falls back to synthetic data: a
-missing or unreadable dataset is a :class:`DataError` that says how to provide it.
+The pipeline is: pick the reader for ``cfg.name``/``cfg.source`` from the registry in
+``readers/`` -> its decoded arrays, cached on disk as .npz keyed by what it read -> fixed
+class-balanced subsets -> float32 tensors -> optional standardisation with training-set
+statistics. The cache and subsets wrap every reader the same way, here. Nothing falls back to
+synthetic data: a missing or unreadable dataset is a :class:`DataError` that says how to provide it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import warnings
 import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any, cast
 
@@ -25,22 +25,23 @@ import numpy as np
 import torch
 
 from spikeopt.config import DataConfig
-from spikeopt.tasks import sources
-from spikeopt.tasks.sources import Arrays, DataError
+from spikeopt.tasks.readers import (
+    DATASET_READERS,
+    READERS,
+    SPLITS,
+    Arrays,
+    DataError,
+    Reader,
+    SubsetReader,
+)
 
-DATASETS: tuple[str, ...] = ("digits", "mnist1d", "mnist", "fashion", "cifar10")
-CIFAR_SOURCES = ("auto", "pickle", "folder", "hf")
+__all__ = ["AUGMENTATIONS", "CACHE_VERSION", "DATASETS", "DataError", "Dataset", "as_signal",
+           "augment", "cache_dir", "load_dataset", "standardize", "subset_indices"]  # fmt: skip
+
+DATASETS: tuple[str, ...] = tuple(DATASET_READERS)  # digits, mnist1d, mnist, fashion, cifar10
+CIFAR_SOURCES = DATASET_READERS["cifar10"].sources  # auto, pickle, folder, hf
 AUGMENTATIONS = ("none", "flip", "flip-crop")
 CACHE_VERSION = 1  # bump when a reader's output changes, so old cache entries are never used
-
-IDX_HINT = "set data.root to a folder with the IDX files " + ", ".join(
-    f"{n}[.gz]" for n in sources.IDX_FILES.values()
-)
-CIFAR_HINT = (
-    "set data.root=/path/to/cifar10-jpg.tar.gz (an image folder or tarball laid out "
-    "train|test/<class>/*.jpg) or to the python batches (cifar-10-python.tar.gz or its folder), "
-    "or data.source=hf to download from the Hugging Face hub"
-)
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     arrays = _read(cfg)
     # when the reader already decoded only the subset, this picks all of it: the identity
     picks = {s: subset_indices(arrays[f"y_{s}"], _n(cfg, s), cfg.subset_seed, s)
-             for s in sources.SPLITS}  # fmt: skip
+             for s in SPLITS}  # fmt: skip
     arrays = _take(arrays, picks)
     x_train, x_test = _to_float(arrays["x_train"]), _to_float(arrays["x_test"])
     if cfg.normalize:
@@ -93,43 +94,40 @@ def load_dataset(cfg: DataConfig) -> Dataset:
 
 
 def _read(cfg: DataConfig) -> Arrays:
-    """Decoded arrays for ``cfg``, from the cache when the source files are unchanged."""
-    if cfg.name not in DATASETS:
-        raise DataError(f"unknown dataset data.name={cfg.name!r}; valid: {', '.join(DATASETS)}")
-    if cfg.name in ("digits", "mnist1d"):
-        # generated from a package: its version is the key (a cache hit skips a ~2 s import)
-        package = "scikit-learn" if cfg.name == "digits" else "mnist1d"
-        reader = sources.read_digits if cfg.name == "digits" else sources.read_mnist1d
-        path = cache_path(cfg, [cfg.name, "generated", package, version(package)], [])
-        return _cached(path, reader)
-    if cfg.name in ("mnist", "fashion"):
-        files = sources.idx_files(_root(cfg, IDX_HINT))
-        path = cache_path(cfg, [cfg.name, "idx"], list(files.values()))
-        return _cached(path, lambda: sources.read_idx(files))
+    """Decoded arrays for ``cfg``, from the cache when the reader's input is unchanged."""
+    reader, root = _reader(cfg)
+    ident = reader.identity(root)
+    key = [cfg.name, *ident.key]
+    full = cache_path(cfg, key, ident.files)
+    # the whole dataset, cached or from a reader that cannot pick, serves every subset
+    if not isinstance(reader, SubsetReader) or not (cfg.n_train or cfg.n_test) or full.is_file():
+        return _cached(full, lambda: reader.read(root))
 
-    source = cfg.source
-    if source not in CIFAR_SOURCES:
-        raise DataError(f"unknown data.source={source!r}; valid: {', '.join(CIFAR_SOURCES)}")
-    if source == "hf":
-        return _cached(cache_path(cfg, ["cifar10", "hf"], []), sources.read_hf_cifar10)
-    root = _root(cfg, CIFAR_HINT)
-    if source == "auto":
-        source = sources.detect_cifar_source(root)
-    if source == "pickle":
-        path = cache_path(cfg, ["cifar10", "pickle"], sources.pickle_inputs(root))
-        return _cached(path, lambda: sources.read_cifar_pickle(root))
-    inputs = sources.image_inputs(root)
-    full = cache_path(cfg, ["cifar10", "folder"], inputs)
-    if not (cfg.n_train or cfg.n_test) or full.is_file():
-        return _cached(full, lambda: sources.read_image_folder(root))
-    # A subset of an image archive: decode only the picked images (60k JPEGs take ~15 s)
-    subset = ["cifar10", "folder", "subset", cfg.n_train, cfg.n_test, cfg.subset_seed]
-
+    # A reader that can decode only the subset does (60k JPEGs take ~15 s); its own cache entry
     def pick(split: str, y: np.ndarray) -> np.ndarray:
         return subset_indices(y, _n(cfg, split), cfg.subset_seed, split)
 
-    path = cache_path(cfg, subset, inputs)
-    return _cached(path, lambda: sources.read_image_folder(root, pick))
+    subset = [*key, "subset", cfg.n_train, cfg.n_test, cfg.subset_seed]
+    return _cached(cache_path(cfg, subset, ident.files), lambda: reader.read_subset(root, pick))
+
+
+def _reader(cfg: DataConfig) -> tuple[Reader, Path | None]:
+    """The registered reader for ``cfg.name`` (and ``cfg.source``), and the root it reads."""
+    if cfg.name not in DATASET_READERS:
+        raise DataError(f"unknown dataset data.name={cfg.name!r}; valid: {', '.join(DATASETS)}")
+    choice = DATASET_READERS[cfg.name]
+    source = choice.readers[0]  # a dataset with one reader ignores data.source
+    if len(choice.readers) > 1:
+        if cfg.source not in choice.sources:
+            valid = ", ".join(choice.sources)
+            raise DataError(f"unknown data.source={cfg.source!r}; valid: {valid}")
+        source = cfg.source
+    if source != "auto" and not READERS[source].needs_root:
+        return READERS[source], None
+    root = _root(cfg, choice.hint)
+    if source == "auto" and choice.detect is not None:
+        source = choice.detect(root)
+    return READERS[source], root
 
 
 def _root(cfg: DataConfig, hint: str) -> Path:
@@ -221,7 +219,7 @@ def subset_indices(y: np.ndarray, n: int, seed: int, split: str = "train") -> np
         return np.arange(len(y))
     if n > len(y):
         raise DataError(f"data.n_{split}={n} but the {split} split has only {len(y)} samples")
-    rng = np.random.default_rng([seed, sources.SPLITS.index(split)])
+    rng = np.random.default_rng([seed, SPLITS.index(split)])
     classes, counts = np.unique(y, return_counts=True)
     quota = np.zeros_like(counts)
     order = rng.permutation(len(classes))
