@@ -70,7 +70,17 @@ class ModelConfig:
     readout: str = doc("lif", "output layer: lif (spiking) | li (leaky integrator, no spikes)")
     readout_tau: float = doc(0.0, "time constant of the output layer (0 = neuron.tau_m)")
     neurons_per_class: int = doc(1, "population coding: output neurons per class")
-    init: str = doc("default", "weight init: default | kaiming | xavier")
+    init: str = doc(
+        "default",
+        "weight init: default | kaiming | xavier | fluct (fluctuation-driven, from real data)",
+    )
+    fluct_xi: float = doc(
+        2.0, "fluct: free membrane mean sits this many standard deviations below threshold"
+    )
+    fluct_alpha: float = doc(
+        0.9, "fluct: share of the membrane variance from feed-forward inputs (rest recurrent)"
+    )
+    fluct_batches: int = doc(4, "fluct: training batches the input statistics are measured on")
     out_scale: float = doc(1.0, "multiplier on the output layer's initial weights")
     dropout: float = doc(0.0, "dropout on hidden spikes (same mask at every time step)")
 
@@ -103,7 +113,7 @@ class MethodConfig:
 
     name: str = doc(
         "surrogate",
-        "training method: surrogate | es | snes | cma | hybrid | guided-es | reinforce (control)",
+        "training method: surrogate | es | nodepert | snes | cma | hybrid | guided-es | reinforce",
     )
 
 
@@ -137,6 +147,18 @@ class ESConfig:
     cosine_every: int = doc(
         0, "log the cosine between the ES estimate and the surrogate gradient every k steps"
     )
+
+
+@dataclass
+class NodePertConfig:
+    """Node perturbation: noise on the synaptic currents, credited sample by sample."""
+
+    sigma: float = doc(0.1, "current noise std, relative to each layer's current std (see mode)")
+    sigma_mode: str = doc(
+        "relative", "relative: sigma x the layer's current std on the batch | absolute: sigma"
+    )
+    noise: str = doc("held", "held: one draw per sample held over the sequence | step: per step")
+    conv: str = doc("weight", "conv layers: weight (low-rank weight noise, es.*) | node")
 
 
 @dataclass
@@ -248,6 +270,10 @@ class TrainerConfig:
     eval_train: bool = doc(
         False, "also evaluate on the whole (fixed) training set each epoch: train_eval_*"
     )
+    task: str = doc("classification", "what is trained: classification | control")
+    forward_check: bool = doc(
+        False, "one forward pass: layer shapes and a finite loss, no training (snn-forward)"
+    )
 
 
 @dataclass
@@ -301,6 +327,7 @@ class Config:
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     rl: RLConfig = field(default_factory=RLConfig)
     es: ESConfig = field(default_factory=ESConfig)
+    nodepert: NodePertConfig = field(default_factory=NodePertConfig)
     hybrid: HybridConfig = field(default_factory=HybridConfig)
     guided: GuidedConfig = field(default_factory=GuidedConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)

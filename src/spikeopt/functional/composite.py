@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from spikeopt.config import ConfigError, LossConfig, choose
-from spikeopt.functional.loss import Loss, cross_entropy
+from spikeopt.functional.loss import Loss, cross_entropy, cross_entropy_samples
 
 ARGS: tuple[str, ...] = ("spikes", "mems", "y", "scores", "k", "params")
 TermFn = Callable[..., Tensor]
@@ -44,6 +44,7 @@ class Term:
     name: str
     fn: TermFn
     weight: float = 1.0
+    samples: TermFn | None = None  # the same term per sample (..., B), when it has one
 
     @property
     def args(self) -> tuple[str, ...]:
@@ -67,17 +68,24 @@ def ce() -> TermFn:
     return term
 
 
-def population_mse(on: float = 1.0, off: float = 0.0) -> TermFn:
+def population_mse(on: float = 1.0, off: float = 0.0, per_sample: bool = False) -> TermFn:
     """MSE of every output neuron's firing rate against ``on`` for the neurons of the correct
-    class's population and ``off`` for the others (population coding with ``k`` per class)."""
+    class's population and ``off`` for the others (population coding with ``k`` per class);
+    ``per_sample``: each sample's mean over neurons (..., B)."""
 
     def term(spikes: Sequence[Tensor], y: Tensor, k: int) -> Tensor:
         rates = spikes[-1].mean(-2)  # (..., B, C*k)
         cls = torch.arange(rates.shape[-1], device=rates.device) // k  # class of each neuron
         target = torch.where(cls == y[:, None], on, off).to(rates.dtype)
-        return (rates - target).pow(2).mean((-2, -1))
+        err = (rates - target).pow(2)
+        return err.mean(-1) if per_sample else err.mean((-2, -1))
 
     return term
+
+
+def ce_samples(scores: Tensor, y: Tensor) -> Tensor:
+    """The ``ce`` term of every sample (..., B)."""
+    return cross_entropy_samples(scores, y)
 
 
 def rate_target(targets: Sequence[float]) -> TermFn:
@@ -122,6 +130,11 @@ TERMS: dict[str, Callable[[LossConfig], TermFn]] = {
     "rate": lambda c: rate_target(c.rate_targets or [c.rate_target]),
     "wlimit": lambda c: weight_limit(c.wlimit),
 }
+# the terms that are a mean over samples, per sample (the others are batch-level)
+SAMPLE_TERMS: dict[str, Callable[[LossConfig], TermFn]] = {
+    "ce": lambda c: ce_samples,
+    "mse": lambda c: population_mse(c.mse_on, c.mse_off, per_sample=True),
+}
 
 
 @dataclass(frozen=True)
@@ -154,6 +167,26 @@ class Composite(Loss):
         total = sum((t.weight * parts[t.name] for t in self.terms), torch.zeros(()))
         return total, scores
 
+    def per_sample(
+        self, spikes: Sequence[Tensor], mems: Sequence[Tensor], y: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """The loss as ``samples.mean(-1) + shared`` (see :meth:`Loss.per_sample`): terms
+        with a per-sample form go to ``samples``, every other term (rate, wlimit, a user's)
+        to ``shared``."""
+        scores = self.scores(spikes, mems)
+        avail: dict[str, Any] = {"spikes": spikes, "mems": mems, "y": y, "scores": scores,
+                                 "k": self.neurons_per_class, "params": self.params}  # fmt: skip
+        lead = scores.shape[:-1]
+        samples, shared = scores.new_zeros(lead), scores.new_zeros(lead[:-1])
+        for t in self.terms:
+            fn = t.samples or t.fn
+            value = t.weight * fn(**{a: avail[a] for a in inspect.signature(fn).parameters})
+            if t.samples is not None:
+                samples = samples + value
+            else:
+                shared = shared + value
+        return samples, shared
+
 
 def make_composite(cfg: LossConfig, neurons_per_class: int = 1,
                    model: nn.Module | None = None) -> Composite:  # fmt: skip
@@ -161,6 +194,8 @@ def make_composite(cfg: LossConfig, neurons_per_class: int = 1,
     terms = []
     for name in cfg.terms:
         choose("loss.terms", name, TERMS)
-        terms.append(Term(name, TERMS[name](cfg), float(getattr(cfg, f"{name}_weight"))))
+        weight = float(getattr(cfg, f"{name}_weight"))
+        samples = SAMPLE_TERMS[name](cfg) if name in SAMPLE_TERMS else None
+        terms.append(Term(name, TERMS[name](cfg), weight, samples))
     params = tuple(model.parameters()) if model is not None else ()
     return Composite(cfg.name, neurons_per_class, terms=tuple(terms), params=params)

@@ -43,11 +43,15 @@ def final_scores(mems: Tensor, k: int = 1) -> Tensor:
     return _pool(mems[..., -1, :], k)
 
 
+def cross_entropy_samples(scores: Tensor, y: Tensor) -> Tensor:
+    """Cross-entropy of every sample, scores (..., B, C) against labels (B,) -> (..., B)."""
+    logp = F.log_softmax(scores, dim=-1)
+    return -logp.gather(-1, y.expand(*scores.shape[:-1]).unsqueeze(-1)).squeeze(-1)
+
+
 def cross_entropy(scores: Tensor, y: Tensor) -> Tensor:
     """Cross-entropy of scores (..., B, C) against labels (B,), averaged over B."""
-    logp = F.log_softmax(scores, dim=-1)
-    picked = logp.gather(-1, y.expand(*scores.shape[:-1]).unsqueeze(-1)).squeeze(-1)
-    return -picked.mean(-1)
+    return cross_entropy_samples(scores, y).mean(-1)
 
 
 def ce_count(spikes: Tensor, y: Tensor, k: int = 1) -> Tensor:
@@ -55,12 +59,20 @@ def ce_count(spikes: Tensor, y: Tensor, k: int = 1) -> Tensor:
     return cross_entropy(count_scores(spikes, k), y)
 
 
-def mse_rate(scores: Tensor, y: Tensor, steps: int, on: float = 1.0, off: float = 0.0) -> Tensor:
-    """MSE between per-class firing rates (counts / T) and on/off targets."""
+def mse_rate_samples(
+    scores: Tensor, y: Tensor, steps: int, on: float = 1.0, off: float = 0.0
+) -> Tensor:
+    """Squared error of every sample's per-class firing rates (counts / T) against on/off
+    targets, averaged over classes: (..., B)."""
     rates = scores / steps
     target = torch.full_like(rates, off)
     target.scatter_(-1, y.expand(*rates.shape[:-1]).unsqueeze(-1), on)
-    return (rates - target).pow(2).mean((-2, -1))
+    return (rates - target).pow(2).mean(-1)
+
+
+def mse_rate(scores: Tensor, y: Tensor, steps: int, on: float = 1.0, off: float = 0.0) -> Tensor:
+    """MSE between per-class firing rates (counts / T) and on/off targets."""
+    return mse_rate_samples(scores, y, steps, on, off).mean(-1)
 
 
 def rate_penalty(spikes: Sequence[Tensor], target: float) -> Tensor:
@@ -110,6 +122,23 @@ class Loss:
         if self.rate_reg > 0 and len(spikes) > 1:
             loss = loss + self.rate_reg * rate_penalty(spikes[:-1], self.rate_target)
         return loss, scores
+
+    def per_sample(
+        self, spikes: Sequence[Tensor], mems: Sequence[Tensor], y: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """The loss split as ``samples.mean(-1) + shared``: each sample's own term
+        (..., B) and the batch-level rest (...), e.g. the firing-rate penalty -- what per-sample
+        credit (node perturbation) needs, since a sample's term depends on that sample only."""
+        scores = self.scores(spikes, mems)
+        if self.name == "mse_count":
+            steps = spikes[-1].shape[-2]
+            samples = mse_rate_samples(scores, y, steps, self.mse_on, self.mse_off)
+        else:
+            samples = cross_entropy_samples(scores, y)
+        shared = samples.new_zeros(samples.shape[:-1])
+        if self.rate_reg > 0 and len(spikes) > 1:
+            shared = shared + self.rate_reg * rate_penalty(spikes[:-1], self.rate_target)
+        return samples, shared
 
 
 def make_loss(cfg: LossConfig, neurons_per_class: int = 1, model: Any = None) -> Loss:

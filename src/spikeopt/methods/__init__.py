@@ -11,6 +11,7 @@ from spikeopt.methods.cma_es import CMAES
 from spikeopt.methods.es import ES
 from spikeopt.methods.guided_es import GuidedES
 from spikeopt.methods.hybrid import Hybrid
+from spikeopt.methods.nodepert import NodePert
 from spikeopt.methods.reinforce import REINFORCE
 from spikeopt.methods.snes import SNES
 from spikeopt.methods.surrogate import Surrogate
@@ -19,6 +20,7 @@ from spikeopt.methods.surrogate import Surrogate
 METHODS: dict[str, type[Any]] = {
     "surrogate": Surrogate,
     "es": ES,
+    "nodepert": NodePert,
     "reinforce": REINFORCE,
     "snes": SNES,
     "cma": CMAES,

@@ -16,13 +16,13 @@ from torch import Tensor, nn
 
 from spikeopt.config import ESConfig
 from spikeopt.functional.loss import Loss
-from spikeopt.population import Offsets, Perturbation, evaluate
+from spikeopt.population import Source, evaluate, evaluate_samples
 
 
 class Objective(Protocol):
     """Population fitness and centre metrics for one task."""
 
-    def fitness(self, model: nn.Module, source: Perturbation | Offsets, batch: Any) -> Tensor:
+    def fitness(self, model: nn.Module, source: Source, batch: Any) -> Tensor:
         """Fitness (P,) float64 of every member of ``source`` on ``batch``; higher is better."""
         ...
 
@@ -42,12 +42,18 @@ class Classification:
     def __init__(self, loss: Loss, cfg: ESConfig) -> None:
         self.loss, self.cfg = loss, cfg
 
-    def fitness(
-        self, model: nn.Module, source: Perturbation | Offsets, batch: tuple[Tensor, Tensor]
-    ) -> Tensor:
+    def fitness(self, model: nn.Module, source: Source, batch: tuple[Tensor, Tensor]) -> Tensor:
         """Chunked, batched population evaluation (:func:`spikeopt.population.evaluate`)."""
         c = self.cfg
         return evaluate(model, source, batch, self.loss, c.chunk, c.memory_mb, c.vmap_randomness)
+
+    def sample_losses(
+        self, model: nn.Module, source: Source, batch: tuple[Tensor, Tensor]
+    ) -> tuple[Tensor, Tensor]:
+        """Every member's loss per sample (P, B) and its batch-level rest (P,) (per-sample
+        credit: :func:`spikeopt.population.evaluate_samples`)."""
+        c = self.cfg
+        return evaluate_samples(model, source, batch, self.loss, c.chunk, c.memory_mb)
 
     def centre(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> dict[str, float]:
         """Loss, accuracy and hidden firing rates of the centre (updates batch-norm stats)."""

@@ -5,8 +5,16 @@ minibatch; ``estimate(params, perturbation, weights) -> gradient`` regenerates t
 turn shaped fitness into a search-gradient. Nothing population-sized is ever stored.
 """
 
-from spikeopt.population.evaluate import DEFAULT_MEMORY_MB, chunk_size, evaluate, members_of
+from spikeopt.population.evaluate import (
+    DEFAULT_MEMORY_MB,
+    Source,
+    chunk_size,
+    evaluate,
+    evaluate_samples,
+    members_of,
+)
 from spikeopt.population.layers import Context, snn_forward, supports
+from spikeopt.population.node import NodeNoise, NodePerturbation
 from spikeopt.population.noise import (
     MODES,
     PAIRS_PER_BLOCK,
@@ -27,13 +35,17 @@ __all__ = [
     "RANDOMNESS",
     "SHAPINGS",
     "Context",
+    "NodeNoise",
+    "NodePerturbation",
     "Noise",
     "Offsets",
     "Perturbation",
     "Shaping",
+    "Source",
     "chunk_size",
     "estimate",
     "evaluate",
+    "evaluate_samples",
     "get_shaping",
     "materialize",
     "members_of",

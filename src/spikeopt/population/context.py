@@ -50,7 +50,9 @@ def neuron_params(neuron: LIF, ctx: Context) -> LIFParams:
 def neuron_layer(
     neuron: LIF, cur: Tensor, steps: int, ctx: Context, li: bool = False, keep_mems: bool = True
 ) -> tuple[Tensor, Tensor | None]:
-    """Spikes and membranes (c, T, B, N) for a current (c, B, N) (static) or (c, T, B, N)."""
+    """Spikes and membranes (c, T, B, N) for a current (c, B, N) (static) or (c, T, B, N);
+    any node-perturbation noise on ``neuron`` is added to the current first."""
+    cur = ctx.noise.current(neuron, cur)
     p = neuron_params(neuron, ctx)
     if li:
         v = li_run(cur, p, steps)

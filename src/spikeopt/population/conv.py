@@ -122,6 +122,7 @@ def pooled_conv_layer(
     spikes (c, T, B, C', H', W'), pooled step by step while they are in cache
     (:func:`spikeopt.population.lif.lif_feed`); the full-size spikes are never stored."""
     cur, steps, chw = conv_input_current(layer, h, shared, ctx)
+    cur = ctx.noise.current(layer.neuron, cur)
     c, batch = cur.shape[0], cur.shape[-2]
     pooled: Tensor | None = None
     count = cur.new_zeros(c)

@@ -16,9 +16,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from spikeopt.config import ConfigError
 from spikeopt.population.layers import Context, snn_forward, supports
+from spikeopt.population.node import NodeNoise, NodePerturbation
 from spikeopt.population.noise import Noise, Offsets, Perturbation, perturbed
 from spikeopt.population.vmap import VmapForward
+
+# Any population: seeded weight noise, explicit offsets, or seeded node (current) noise.
+Source = Perturbation | Offsets | NodePerturbation
 
 # loss(spikes_list, mems_list, y) -> (loss (c,), scores): spikeopt.functional.loss.Loss fits.
 LossFn = Callable[[Sequence[Tensor], Sequence[Tensor], Tensor], tuple[Tensor, Any]]
@@ -49,11 +54,18 @@ def chunk_size(model: nn.Module, x: Tensor, population: int, memory_mb: float) -
     return n + n % 2
 
 
-def members_of(model: nn.Module, source: Perturbation | Offsets) -> Noise | Offsets:
+def members_of(model: nn.Module, source: Source) -> Noise | Offsets | NodeNoise:
     """What hands out chunks of member noise for ``source`` (checked against ``model``)."""
     params = [p for _, p in perturbed(model)]
     if isinstance(source, Perturbation):
         return Noise(params, source)
+    if isinstance(source, NodePerturbation):
+        if not supports(model):
+            raise ConfigError(
+                "node perturbation runs on the batched path of models built from spikeopt "
+                "layers (model.arch mlp | conv | rsnn); use method.name=es for other models"
+            )
+        return NodeNoise(model, params, source)
     if [id(p) for p in source.params] != [id(p) for p in params]:
         raise ValueError("Offsets must be built over population.perturbed(model)'s parameters")
     return source
@@ -61,7 +73,7 @@ def members_of(model: nn.Module, source: Perturbation | Offsets) -> Noise | Offs
 
 def evaluate(
     model: nn.Module,
-    pert: Perturbation | Offsets,
+    pert: Source,
     batch: tuple[Tensor, Tensor],
     loss: LossFn,
     chunk: int = 0,
@@ -70,18 +82,58 @@ def evaluate(
 ) -> Tensor:
     """Fitness ``-loss`` (P,) of every member of ``pert`` on ``batch``; NaN/inf pass through.
 
-    ``pert`` is a :class:`Perturbation` (noise regenerated from seeds) or explicit
-    :class:`Offsets`.
+    ``pert`` is a :class:`Perturbation` (noise regenerated from seeds), explicit
+    :class:`Offsets` or a :class:`NodePerturbation` (current noise).
     Built-in SNNs take the batched low-rank path (:mod:`spikeopt.population.layers`); any
     other module runs under ``vmap`` with ``randomness`` ('same' | 'different'). ``chunk=0``
     sizes chunks from ``memory_mb``.
     """
+    fitness = torch.empty(pert.population, dtype=torch.float64)
+
+    def score(m0: int, m1: int, spikes: list[Tensor], mems: list[Tensor]) -> None:
+        losses, _ = loss(spikes, mems, batch[1])
+        fitness[m0:m1] = -losses.detach().double().cpu()
+
+    _chunks(model, pert, batch[0], score, chunk, memory_mb, randomness)
+    return fitness
+
+
+def evaluate_samples(
+    model: nn.Module,
+    pert: Source,
+    batch: tuple[Tensor, Tensor],
+    loss: Any,
+    chunk: int = 0,
+    memory_mb: float = DEFAULT_MEMORY_MB,
+) -> tuple[Tensor, Tensor]:
+    """Every member's loss split per sample: ``samples`` (P, B) and ``shared`` (P,) with
+    ``loss = samples.mean(1) + shared`` (``loss.per_sample``; float64, on the CPU)."""
     x, y = batch
+    samples = torch.empty(pert.population, x.shape[0], dtype=torch.float64)
+    shared = torch.empty(pert.population, dtype=torch.float64)
+
+    def score(m0: int, m1: int, spikes: list[Tensor], mems: list[Tensor]) -> None:
+        s, r = loss.per_sample(spikes, mems, y)
+        samples[m0:m1], shared[m0:m1] = s.double().cpu(), r.double().cpu()
+
+    _chunks(model, pert, x, score, chunk, memory_mb, "same")
+    return samples, shared
+
+
+def _chunks(
+    model: nn.Module,
+    pert: Source,
+    x: Tensor,
+    score: Callable[[int, int, list[Tensor], list[Tensor]], None],
+    chunk: int,
+    memory_mb: float,
+    randomness: str,
+) -> None:
+    """Run the members chunk by chunk and hand each chunk's outputs to ``score``."""
     named = perturbed(model)
     noise = members_of(model, pert)
     size = chunk if chunk > 0 else chunk_size(model, x, pert.population, memory_mb)
     size = max(1, min(size, pert.population))
-    fitness = torch.empty(pert.population, dtype=torch.float64)
     fast = supports(model)
     vmapped = None if fast else VmapForward(model, named, x, randomness)
     shared: dict[Any, Tensor] = {}  # computed once per generation, reused by every chunk
@@ -93,6 +145,4 @@ def evaluate(
                 spikes, mems = snn_forward(model, x, Context(members, shared), keep_hidden=False)  # type: ignore[arg-type]
             else:
                 spikes, mems = vmapped(members)
-            losses, _ = loss(spikes, mems, y)
-            fitness[m0:m1] = -losses.detach().double().cpu()
-    return fitness
+            score(m0, m1, spikes, mems)

@@ -73,18 +73,23 @@ def lif_run(
 def lif_project(
     current: Tensor, p: LIFParams, steps: int, weights: Tensor, out: Scratch | None = None
 ) -> Tensor:
-    """Each step's spikes times each member's ``weights`` (c, N, K): (T, c, B, K).
+    """Each step's spikes times each member's ``weights`` (c, N, K), or weights every member
+    shares (N, K): (T, c, B, K).
 
     For a hidden layer whose spikes only feed a dense layer (:func:`lif_feed`): the
     (c, T, B, N) spike tensor -- which falls out of cache and made the ``ge`` writing it ~7x
-    slower -- never exists.
+    slower -- never exists. Shared weights (node perturbation: members differ only in their
+    currents) take one matmul over the tile's rows instead of a bmm with a broadcast operand.
     """
     new = out or (lambda _, size: current.new_empty(size))
     rows = current.shape[1:-1] if current.dim() == 3 else current.shape[2:-1]
     projected = new("projected", (steps, current.shape[0], *rows, weights.shape[-1]))
 
     def feed(i: int, j: int, t: int, fired: Tensor) -> None:
-        torch.bmm(fired, weights[i:j], out=projected[t, i:j])
+        if weights.dim() == 2:
+            torch.mm(fired.flatten(0, -2), weights, out=projected[t, i:j].flatten(0, -2))
+        else:
+            torch.bmm(fired, weights[i:j], out=projected[t, i:j])
 
     lif_feed(current, p, steps, feed, out)
     return projected

@@ -66,6 +66,11 @@ def perturbed(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
     return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
 
+def stream_seed(seed: int, stream: int) -> int:
+    """A seed for an independent noise stream ``stream`` of a run whose seed is ``seed``."""
+    return _mix(seed, stream)
+
+
 def _mix(*values: int) -> int:
     """A 63-bit seed from integers (splitmix64 finaliser chained over the values)."""
     h = 0x9E3779B97F4A7C15
@@ -135,13 +140,37 @@ class Noise:
 
 
 class ChunkNoise:
-    """Member noise of one chunk, looked up by parameter: what the batched layers read."""
+    """Member noise of one chunk, looked up by parameter: what the batched layers read.
 
-    def __init__(self, params: list[Tensor], eps: list[Eps], sigma: float) -> None:
+    ``node`` holds current noise (node perturbation) by ``id`` of the LIF population it
+    drives: (c, B, N) held over the sequence or (c, T, B, N) per step, already scaled.
+    """
+
+    def __init__(
+        self,
+        params: list[Tensor],
+        eps: list[Eps],
+        sigma: float,
+        node: dict[int, Tensor] | None = None,
+        size: int = 0,
+    ) -> None:
         self.sigma = sigma
-        self.size = _len(eps[0]) if eps else 0
+        self.size = _len(eps[0]) if eps else size
         self._index = {id(p): j for j, p in enumerate(params)}
         self._params, self._eps = params, eps
+        self.node = node or {}
+
+    def current(self, neuron: object, cur: Tensor) -> Tensor:
+        """``cur`` (c, B, N) static or (c, T, B, N) plus the chunk's noise on ``neuron``'s
+        current (``cur`` itself when it has none)."""
+        xi = self.node.get(id(neuron))
+        if xi is None:
+            return cur
+        if xi.dim() == cur.dim():  # held noise on a static current, or step noise on a stepped
+            return cur + xi
+        if xi.dim() > cur.dim():  # step noise: a static current now changes every step
+            return cur.unsqueeze(1) + xi
+        return cur + xi.unsqueeze(1)  # held noise, the same at every step
 
     def __getitem__(self, p: Tensor | None) -> Eps | None:
         """The noise of parameter ``p`` (None when ``p`` is not perturbed or is None)."""

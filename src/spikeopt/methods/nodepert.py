@@ -1,0 +1,234 @@
+"""Node perturbation: zeroth-order learning with per-sample credit, on hard spikes.
+
+Members perturb the synaptic *currents* of the network's layers instead of its weights
+(Williams 1992; Fiete & Seung 2006, "Gradient learning in spiking neural networks by
+dynamic perturbation of conductances"; Dalm et al. 2023, node perturbation with
+decorrelation; the same idea drives OPZO, Xiao et al. 2024). With ``I_l`` the current of
+layer ``l`` on the shared batch, member pair ``k`` runs ``I_l +- sigma_l xi_{k,l}``; every
+sample ``b`` has its own draw, and its own loss difference credits it::
+
+    c_{m,b}   = loss_b(member m) + B * shared_m        per-sample loss (shared: rate terms)
+    d_{k,b}   = c_{2k,b} - c_{2k+1,b}                  antithetic difference, per sample
+    G_{l,b}   = 1/(B P sigma_l) sum_k d_{k,b} xi_{k,l,b}    ~ d loss / d I_{l,b}
+    dW_l      = G_l (x) input_l                        the current's own Jacobian: outer
+                                                       product with the presynaptic input
+
+The base pass and every member share weights, batch, encoder noise and dropout masks (common
+random numbers); the presynaptic input is the base pass's. Held noise (``nodepert.noise=held``,
+one draw per sample held over the sequence) estimates ``sum_t dL/dI_t`` and pairs it with the
+input's mean over time (exact for the first layer of a static input, a rate approximation
+deeper); ``step`` draws per step (unbiased, but T times the dimension). Either way the
+estimated dimension is neurons x (steps) per sample, not weights, and every sample is its own
+estimate -- B of them per member instead of one. No backward pass through time and no
+surrogate: the members run the hard-threshold network.
+
+Conv layers share each kernel over every position, so their node noise has far more
+dimensions than their weights; by default (``nodepert.conv=weight``) they take low-rank ES
+weight noise (``es.sigma``, ``es.rank``) in the same members instead, estimated from the
+members' total loss as ES does. ``sigma_l`` is ``nodepert.sigma`` times the std of the layer's
+current on the batch (``sigma_mode=relative``, so one value suits every layer and dataset)
+or ``nodepert.sigma`` itself (``absolute``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from spikeopt.config import Config, ConfigError, choose
+from spikeopt.methods.base import TrainState
+from spikeopt.methods.strategy import Generation, Strategy, check_sigma, forked_rng, sigma_at
+from spikeopt.nn.layers import ConvLIF, LinearLIF, RecurrentLIF, is_static
+from spikeopt.population import (
+    PAIRS_PER_BLOCK,
+    NodeNoise,
+    NodePerturbation,
+    Perturbation,
+    estimate,
+    supports,
+)
+
+SIGMA_MODES: tuple[str, ...] = ("relative", "absolute")
+NOISE: tuple[str, ...] = ("held", "step")
+CONV: tuple[str, ...] = ("weight", "node")
+
+
+def node_layers(model: nn.Module, conv: str) -> list[int]:
+    """Indices of the layers whose currents take node noise: dense and recurrent layers, and
+    conv layers when ``conv == 'node'``."""
+    kinds: tuple[type, ...] = (LinearLIF, RecurrentLIF) + ((ConvLIF,) if conv == "node" else ())
+    return [i for i, layer in enumerate(model.layers) if type(layer) in kinds]  # type: ignore[arg-type, union-attr]
+
+
+def synapses(layer: nn.Module) -> list[nn.Parameter]:
+    """The parameters of a layer's current (what node perturbation estimates)."""
+    parts = [layer.fc] if isinstance(layer, LinearLIF) else []
+    if isinstance(layer, RecurrentLIF):
+        parts = [layer.fc, layer.rec]
+    if isinstance(layer, ConvLIF):
+        parts = [layer.conv] + ([layer.bn] if layer.bn is not None else [])
+    return [p for m in parts for p in m.parameters() if p.requires_grad]
+
+
+def current(layer: nn.Module, h: Tensor, spikes: Tensor, held: bool) -> Tensor:
+    """A layer's current from its input ``h`` (B, T, ...) and its own spikes (recurrence):
+    over the time-mean input (B, N) when ``held``, else every step (B, T, N). Batch norm uses
+    the batch's statistics and leaves the running ones alone."""
+    b, steps = h.shape[:2]
+    x = (h[:, 0] if is_static(h) else h.mean(1)) if held else h
+    if isinstance(layer, ConvLIF):
+        frames = x if held else x.flatten(0, 1)
+        z = layer.conv(frames)
+        if layer.bn is not None:
+            bn = layer.bn
+            z = F.batch_norm(z, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
+        return z.flatten(1) if held else z.view(b, steps, -1)
+    out = layer.fc(x)
+    if isinstance(layer, RecurrentLIF):  # I[t] = W x[t] + V s[t-1], s[-1] = 0
+        prev = F.pad(spikes[:, :-1], (0, 0, 1, 0))
+        out = out + layer.rec(prev.sum(1) / steps if held else prev)
+    return out
+
+
+@contextmanager
+def capture(model: nn.Module, layers: list[int]) -> Iterator[dict[int, tuple[Tensor, Tensor]]]:
+    """Record the input (B, T, ...) and spikes of each listed layer while the block runs."""
+    seen: dict[int, tuple[Tensor, Tensor]] = {}
+    handles = []
+    for i in layers:
+
+        def hook(_: nn.Module, args: tuple[Any, ...], out: Any, i: int = i) -> None:
+            seen[i] = (args[0].detach(), out[0].detach())
+
+        handles.append(model.layers[i].register_forward_hook(hook))  # type: ignore[index]
+    try:
+        yield seen
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+class NodePert(Strategy):
+    """Node perturbation with per-sample credit on the batched population path.
+
+    Metrics beyond :class:`~spikeopt.methods.strategy.Strategy`'s: ``node_sigma_<i>`` (the
+    current noise std of layer ``i``), ``sigma`` (the weight noise of the other parameters,
+    when there are any).
+    """
+
+    name = "nodepert"
+    tasks = ("classification",)
+
+    def check(self, cfg: Config) -> None:
+        """The nodepert.* choices, the population, the weight noise and a per-sample loss."""
+        n = cfg.nodepert
+        choose("nodepert.sigma_mode", n.sigma_mode, SIGMA_MODES)
+        choose("nodepert.noise", n.noise, NOISE)
+        choose("nodepert.conv", n.conv, CONV)
+        if not (math.isfinite(n.sigma) and n.sigma > 0):
+            raise ConfigError(f"nodepert.sigma must be a finite number > 0, got {n.sigma}")
+        if cfg.es.population < 2 or cfg.es.population % 2:
+            raise ConfigError(
+                f"es.population must be even and >= 2 (antithetic pairs), got {cfg.es.population}"
+            )
+        check_sigma(cfg.es)
+        if self.loss is not None and not hasattr(self.loss, "per_sample"):
+            raise ConfigError(
+                "method.name=nodepert credits every sample by its own loss: the loss needs a "
+                "per_sample(spikes, mems, y) method (the built-in losses have one)"
+            )
+
+    def start(self, model: nn.Module, cfg: Config) -> dict[str, Any]:
+        """Refuse models off the batched path, or with no layer to perturb."""
+        if not supports(model):
+            raise ConfigError(
+                "method.name=nodepert needs a model built from spikeopt layers (model.arch mlp "
+                "| conv | rsnn); use method.name=es for other models"
+            )
+        if not node_layers(model, cfg.nodepert.conv):
+            raise ConfigError("method.name=nodepert found no dense or recurrent layer to perturb")
+        return {}
+
+    def centre(self, state: TrainState, gen: Generation) -> None:
+        """The base pass: centre metrics, and every node layer's input and spikes."""
+        gen.rng = torch.get_rng_state()  # the members draw the same dropout masks
+        layers = node_layers(state.model, self.cfg.nodepert.conv)
+        with capture(state.model, layers) as seen:
+            super().centre(state, gen)
+        gen.aux = {"layers": layers, "seen": seen}
+
+    def ask(self, state: TrainState, gen: Generation) -> NodePerturbation:
+        """Current noise on the node layers, scaled per layer; weight noise on the rest."""
+        n, e, model = self.cfg.nodepert, self.cfg.es, state.model
+        held = n.noise == "held"
+        layers, seen = gen.aux["layers"], gen.aux["seen"]
+        sigmas, shapes = [], []
+        with torch.no_grad():
+            for i in layers:
+                h, s = seen[i]
+                z = current(model.layers[i], h, s, held)  # type: ignore[index]
+                scale = float(z.std()) if n.sigma_mode == "relative" else 1.0
+                sigmas.append(n.sigma * (scale if scale > 0 else 1.0))
+                shapes.append(tuple(z.shape) if held else (z.shape[1], z.shape[0], z.shape[2]))
+                gen.metrics[f"node_sigma_{i}"] = sigmas[-1]
+        node_params = {id(p) for i in layers for p in synapses(model.layers[i])}  # type: ignore[index]
+        rest = tuple(j for j, p in enumerate(gen.params) if id(p) not in node_params)
+        weights = None
+        if rest:
+            sigma = sigma_at(state.step, e)
+            weights = Perturbation(e.population, sigma, e.rank, e.mode, self.seed, state.step)
+            gen.metrics["sigma"] = sigma
+        return NodePerturbation(e.population, tuple(layers), tuple(sigmas), tuple(shapes),
+                                self.seed, state.step, weights, rest)  # fmt: skip
+
+    def evaluate(self, state: TrainState, gen: Generation) -> Tensor:
+        """Every member's per-sample losses (forked RNG: the base pass's dropout masks)."""
+        with forked_rng(gen.batch[0].device):
+            torch.set_rng_state(gen.rng)  # type: ignore[arg-type]  # centre() set it
+            samples, shared = self.objective.sample_losses(  # type: ignore[attr-defined]
+                state.model, gen.source, gen.batch
+            )
+        gen.aux["losses"] = (samples, shared)
+        return -(samples.mean(1) + shared)
+
+    def tell(self, state: TrainState, gen: Generation) -> list[Tensor]:
+        """Per-sample credit through each node layer's current; ES for the other weights."""
+        spec: NodePerturbation = gen.source
+        model, held = state.model, self.cfg.nodepert.noise == "held"
+        samples, shared = gen.aux["losses"]
+        credit = samples + samples.shape[1] * shared[:, None]  # (P, B): c_b = l_b + B R
+        diff = credit[0::2] - credit[1::2]  # (K, B)
+        noise = NodeNoise(model, gen.params, spec)
+        like = gen.params[0]
+        cur_grads = [like.new_zeros(shape) for shape in spec.shapes]
+        for k0 in range(0, spec.population // 2, PAIRS_PER_BLOCK):
+            k1 = min(k0 + PAIRS_PER_BLOCK, spec.population // 2)
+            d = diff[k0:k1]
+            for g, xi in zip(cur_grads, noise.pairs(k0, k1)):
+                # held xi (K, B, N); step xi (K, T, B, N): the sample axis is second to last
+                g += torch.einsum("kb,k...bn->...bn", d.to(xi.dtype), xi)
+        grads: dict[int, Tensor] = {}
+        batch = samples.shape[1]
+        for i, sigma, g in zip(spec.layers, spec.sigmas, cur_grads):
+            layer = model.layers[i]  # type: ignore[index]
+            h, s = gen.aux["seen"][i]
+            g = g / (batch * spec.population * sigma)  # ~ d loss / d I, per sample
+            if not held:
+                g = g.transpose(0, 1)  # (T, B, N) -> (B, T, N), the current's layout
+            params = synapses(layer)
+            with torch.enable_grad():
+                z = current(layer, h, s, held)
+                for p, gp in zip(params, torch.autograd.grad(z, params, g.to(z.dtype))):
+                    grads[id(p)] = gp
+        if spec.weights is not None:
+            shaped = self.shaping(gen.fitness)  # type: ignore[arg-type]
+            wparams = [gen.params[j] for j in spec.weight_params]
+            for p, g in zip(wparams, estimate(wparams, spec.weights, shaped)):
+                grads[id(p)] = -g  # the ES estimate points uphill in fitness
+        return [grads.get(id(p), torch.zeros_like(p)) for p in gen.params]

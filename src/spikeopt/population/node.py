@@ -1,0 +1,89 @@
+"""Node perturbation noise: members perturb the synaptic *currents* of chosen layers.
+
+Member ``m`` (pair ``k = m // 2``, sign ``s_m = +1, -1``) of generation ``g`` runs the shared
+weights with ``sigma_l * s_m * xi_{k,l}`` added to the current of node layer ``l``, where
+``xi_{k,l} ~ N(0, 1)`` has one member's current shape: (B, N_l) held over the sequence, or
+(T, B, N_l) drawn per step. Every sample of the batch gets its own draw, so each sample's loss
+difference credits its own noise (per-sample credit). The other perturbed parameters (conv
+kernels when they take weight noise, learnable tau/threshold) get ordinary ES weight noise
+(``weights``) in the same members.
+
+Like weight noise, node noise is regenerated from integers: the draws of a pair come from
+:class:`~spikeopt.population.noise.Noise` over virtual tensors shaped like one member's current,
+in blocks seeded by ``(seed, generation, block, layer)``, so chunking changes nothing and the
+estimator regenerates exactly what the members ran.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from spikeopt.config import ConfigError
+from spikeopt.population.noise import ChunkNoise, Eps, Noise, Perturbation, stream_seed
+
+NODE_STREAM = 0x6E6F6465  # the node noise of a run is a stream apart from its weight noise
+
+
+@dataclass(frozen=True)
+class NodePerturbation:
+    """One generation's node population: seeds, the noised layers and their scales."""
+
+    population: int
+    layers: tuple[int, ...]  # indices into the SNN's ``layers`` whose currents are noised
+    sigmas: tuple[float, ...]  # noise std per node layer, in current units
+    shapes: tuple[tuple[int, ...], ...]  # one member's noise per layer: (B, N) or (T, B, N)
+    seed: int
+    generation: int
+    weights: Perturbation | None = None  # weight noise of ``weight_params``, same members
+    weight_params: tuple[int, ...] = ()  # indices into ``perturbed(model)``
+
+    def __post_init__(self) -> None:
+        if self.population < 2 or self.population % 2:
+            raise ConfigError(
+                f"es.population must be even and >= 2 (antithetic pairs), got {self.population}"
+            )
+        if not (len(self.layers) == len(self.sigmas) == len(self.shapes)):
+            raise ValueError("one sigma and one shape per node layer")
+
+
+class NodeNoise:
+    """Hands out chunks of a :class:`NodePerturbation`'s members for the batched layers."""
+
+    def __init__(self, model: nn.Module, params: Sequence[Tensor], spec: NodePerturbation) -> None:
+        self.spec, self.population = spec, spec.population
+        layers = getattr(model, "layers", None)
+        if layers is None:
+            raise ConfigError("node perturbation needs a model built from spikeopt layers (SNN)")
+        self.neurons = [layers[i].neuron for i in spec.layers]
+        like = next(iter(params), None)
+        device = like.device if like is not None else torch.device("cpu")
+        dtype = like.dtype if like is not None else torch.float32
+        virtual = [torch.empty(shape, device=device, dtype=dtype) for shape in spec.shapes]
+        unit = Perturbation(spec.population, 1.0, 1, "full", stream_seed(spec.seed, NODE_STREAM),
+                            spec.generation)  # fmt: skip
+        self.node = Noise(virtual, unit)
+        self.wparams = [params[j] for j in spec.weight_params]
+        self.weights = Noise(self.wparams, spec.weights) if spec.weights is not None else None
+
+    def pairs(self, k0: int, k1: int) -> list[Tensor]:
+        """Unit current noise of pairs ``k0 .. k1-1``, one (K, *shape) tensor per node layer."""
+        return [e for e in self.node.pairs(k0, k1) if isinstance(e, Tensor)]
+
+    def members(self, m0: int, m1: int) -> ChunkNoise:
+        """Members ``m0 .. m1-1``: scaled, signed current noise plus any weight noise."""
+        signed = self.node.members(m0, m1)
+        node = {id(n): sigma * _tensor(e)
+                for n, sigma, e in zip(self.neurons, self.spec.sigmas, signed._eps)}  # fmt: skip
+        if self.weights is None:
+            return ChunkNoise([], [], 1.0, node, size=m1 - m0)
+        w = self.weights.members(m0, m1)
+        return ChunkNoise(self.wparams, w._eps, w.sigma, node)
+
+
+def _tensor(e: Eps) -> Tensor:
+    assert isinstance(e, Tensor), "node noise is full-rank"
+    return e

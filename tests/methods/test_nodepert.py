@@ -1,0 +1,135 @@
+"""Node perturbation: the estimate converges to the true gradient, batched members equal a
+member-by-member loop, it learns on hard spikes, bad settings fail before training."""
+
+import math
+
+import pytest
+import torch
+
+from spikeopt.config import Config, ConfigError, apply
+from spikeopt.functional.loss import make_loss
+from spikeopt.methods import make_method
+from spikeopt.methods.nodepert import node_layers
+from spikeopt.methods.objective import cosine
+from spikeopt.nn import build_model
+from spikeopt.population import NodeNoise, NodePerturbation, evaluate_samples, perturbed
+from spikeopt.tasks.datasets import load_dataset
+
+DIGITS = {"data.name": "digits", "data.normalize": True, "encoder.steps": 4,
+          "model.readout": "li", "loss.name": "ce_mean", "method.name": "nodepert",
+          "optim.name": "sgd", "optim.momentum": 0.0, "optim.lr": 1e-9}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = load_dataset(apply(Config(), DIGITS).data)
+    x = data.x_train[:64].flatten(1)[:, None].expand(-1, 4, -1)  # static: stride-0 time axis
+    return x, data.y_train[:64]
+
+
+def _setup(**over):
+    cfg = apply(Config(), {**DIGITS, **over})
+    torch.manual_seed(0)
+    model = build_model(cfg, (64,), 10)
+    loss = make_loss(cfg.loss)
+    method = make_method(cfg, loss)
+    return cfg, model, loss, method, method.init(model, cfg)
+
+
+def _estimate(method, state, batch):
+    state, metrics = method.step(state, batch)  # lr ~ 0: p.grad holds the estimate
+    return [p.grad.clone() for p in state.model.parameters()], metrics
+
+
+@pytest.mark.parametrize("noise", ["held", "step"])
+def test_estimate_converges_to_the_true_gradient_of_a_smooth_layer(digits, noise):
+    # a leaky-integrator readout on a static input: the loss is smooth in the current and its
+    # gradient is exact under autograd, so the estimate must converge to it as P grows
+    errors = []
+    for population in (64, 256, 1024):
+        _, model, loss, method, state = _setup(**{"model.hidden": [], "es.population": population,
+                                                  "nodepert.noise": noise})  # fmt: skip
+        s, v = model(digits[0])
+        true = torch.autograd.grad(loss(s, v, digits[1])[0], list(model.parameters()))
+        est, _ = _estimate(method, state, digits)
+        err = math.sqrt(sum(float((e - t).pow(2).sum()) for e, t in zip(est, true)))
+        errors.append(err / math.sqrt(sum(float(t.pow(2).sum()) for t in true)))
+        assert cosine(est, list(true)) > {64: 0.9, 256: 0.97, 1024: 0.99}[population]
+    assert errors[0] > errors[1] > errors[2]  # relative error shrinks ~ 1/sqrt(P)
+    assert errors[2] < 0.1
+
+
+def test_batched_members_equal_a_member_by_member_loop(digits):
+    _, model, loss, _, _ = _setup(**{"model.hidden": [24], "es.population": 6,
+                                     "model.readout": "lif", "loss.name": "ce_count"})  # fmt: skip
+    params = [p for _, p in perturbed(model)]
+    layers = node_layers(model, "weight")
+    shapes = ((64, 24), (64, 10))
+    spec = NodePerturbation(6, tuple(layers), (0.3, 0.2), shapes, seed=5, generation=2)
+    samples, shared = evaluate_samples(model, spec, digits, loss, chunk=4)  # chunks of 4 + 2
+    noise = NodeNoise(model, params, spec)
+    for m in range(6):
+        xi = noise.members(m, m + 1).node
+        handles = []
+        for i in layers:  # the reference: the plain model with the noise added to each current
+            e = xi[id(model.layers[i].neuron)][0]
+            handles.append(model.layers[i].fc.register_forward_hook(
+                lambda mod, a, out, e=e: out + (e if out.dim() == 2 else e[:, None])))  # fmt: skip
+        with torch.no_grad():
+            s, v = model(digits[0])
+            ref, ref_shared = loss.per_sample(s, v, digits[1])
+        for h in handles:
+            h.remove()
+        assert torch.allclose(samples[m].float(), ref, atol=1e-5), m
+        assert float(shared[m]) == pytest.approx(float(ref_shared), abs=1e-6)
+    # antithetic pairs: a pair's noise is equal and opposite, so the pair's losses differ
+    assert not torch.equal(samples[0], samples[1])
+
+
+def test_hidden_layers_and_recurrent_layers_learn_on_hard_spikes(digits):
+    for over in ({"model.hidden": [64]}, {"model.hidden": [32], "model.arch": "rsnn"}):
+        _, model, _, method, state = _setup(**{**over, "es.population": 32, "optim.lr": 3e-3,
+                                                  "optim.name": "adam"})  # fmt: skip
+        first = None
+        for _ in range(30):
+            state, metrics = method.step(state, digits)
+            first = first if first is not None else metrics["loss"]
+        assert metrics["loss"] < 0.5 * first, over  # a fixed batch: the loss must fall
+        assert all(math.isfinite(metrics[f"node_sigma_{i}"]) for i in node_layers(model, "weight"))
+
+
+def test_conv_layers_take_weight_noise_or_node_noise():
+    cfg = apply(Config(), {**DIGITS, "model.arch": "conv", "model.channels": [4],
+                           "model.hidden": [16], "es.population": 8})  # fmt: skip
+    torch.manual_seed(0)
+    model = build_model(cfg, (1, 8, 8), 10)
+    assert node_layers(model, "weight") == [1, 2] and node_layers(model, "node") == [0, 1, 2]
+    data = load_dataset(cfg.data)
+    x = data.x_train[:16][:, None].expand(-1, 4, -1, -1, -1)
+    for conv in ("weight", "node"):
+        c = apply(cfg, {"nodepert.conv": conv})
+        method = make_method(c, make_loss(c.loss))
+        state = method.init(model, c)
+        _, metrics = method.step(state, (x, data.y_train[:16]))
+        assert ("sigma" in metrics) == (conv == "weight")  # ES weight noise on the conv kernels
+        assert ("node_sigma_0" in metrics) == (conv == "node")
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+@pytest.mark.parametrize(
+    ("over", "match"),
+    [({"nodepert.sigma": 0.0}, "nodepert.sigma"), ({"nodepert.sigma": float("nan")}, "sigma"),
+     ({"nodepert.noise": "every"}, "held, step"), ({"nodepert.conv": "both"}, "weight, node"),
+     ({"nodepert.sigma_mode": "rel"}, "relative, absolute"), ({"es.population": 7}, "even")],
+)  # fmt: skip
+def test_bad_settings_fail_when_the_method_is_built(over, match):
+    cfg = apply(Config(), {**DIGITS, **over})
+    with pytest.raises(ConfigError, match=match):
+        make_method(cfg, make_loss(cfg.loss))
+
+
+def test_models_off_the_batched_path_are_refused_clearly():
+    cfg = apply(Config(), {**DIGITS, "model.arch": "cnn"})
+    method = make_method(cfg, make_loss(cfg.loss))
+    with pytest.raises(ConfigError, match="spikeopt layers"):
+        method.init(build_model(cfg, (64,), 10), cfg)
