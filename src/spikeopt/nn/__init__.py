@@ -1,5 +1,6 @@
 """Spiking layers and model builders."""
 
+from spikeopt.nn.init import fluct_init
 from spikeopt.nn.layers import (
     LIF,
     ConvLIF,
@@ -21,6 +22,7 @@ __all__ = [
     "LinearLIF",
     "RecurrentLIF",
     "build_model",
+    "fluct_init",
     "init_weights",
     "is_static",
     "n_params",
