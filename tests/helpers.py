@@ -10,6 +10,7 @@ from spikeopt.population import Offsets
 
 # A small spiking chemotaxis policy on the tiny preset, in the predecessor's policy settings.
 CONTROL_TINY: dict[str, Any] = {
+    "trainer.task": "control",
     "method.name": "reinforce",
     "env.name": "chemotaxis",
     "env.preset": "tiny",

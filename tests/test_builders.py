@@ -72,3 +72,27 @@ def test_user_model_data_and_metrics_train_in_the_loop(tmp_path):
     with pytest.raises(ConfigError, match=r"expected \(B=2, T=4, N\) -- batch first"):
         train(cfg, tmp_path / "bad", quiet=True, builders=Builders(model=bad))
     assert not (tmp_path / "bad").exists()  # fails before anything is written
+
+
+def test_a_user_policy_trains_in_the_control_loop(tmp_path):
+    def policy(cfg, shape, n_actions):
+        assert shape == (2,)  # chemotaxis observations, encoded as policy.* says
+        return Linear(shape[0], n_actions)
+
+    over = {"env.preset": "tiny", "encoder.steps": 4, "rl.episodes": 4, "rl.eval_episodes": 2,
+            "rl.baseline_episodes": 2, "trainer.progress": False}  # fmt: skip
+    cfg = api.resolve("nav-reinforce", over)
+    rows: list = []
+    summary = train(cfg, tmp_path / "ok", quiet=True, callbacks=[rows.append],
+                    builders=Builders(model=policy))  # fmt: skip
+    assert summary["n_params"] == 2 * 4 + 4 and summary["episodes"] == 4 and len(rows) == 4
+    assert all(r["loss"] == r["loss"] for r in rows)  # REINFORCE stepped the user's policy
+
+    def wide(cfg, shape, n_actions):
+        return Linear(shape[0], n_actions + 1)
+
+    with pytest.raises(ConfigError, match="readout\\) layer has 5 neurons, expected 4"):
+        train(cfg, tmp_path / "bad", quiet=True, builders=Builders(model=wide))
+    with pytest.raises(ConfigError, match="Builders.data and Builders.loss"):
+        train(cfg, tmp_path / "bad", quiet=True, builders=Builders(data=lambda c: None))
+    assert not (tmp_path / "bad").exists()  # fails before anything is written

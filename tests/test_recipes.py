@@ -15,11 +15,13 @@ def test_recipe_config_resolves(name):
     recipe = get_recipe(name)
     cfg = recipe.config()
     assert recipe.summary and recipe.application and recipe.architecture
-    plain_backprop = recipe.architecture == "cnn" or recipe.entry != "train"
+    t = cfg.trainer
+    plain_backprop = recipe.architecture == "cnn" or t.task != "classification" or t.forward_check
     assert cfg.method.name == recipe.method or plain_backprop
 
 
-CLASSIFY = sorted(n for n, r in RECIPES.items() if r.entry != "control")  # control: own smoke test
+# control recipes have their own smoke test (tests/train/test_control_recipes.py)
+CLASSIFY = sorted(n for n, r in RECIPES.items() if r.config().trainer.task != "control")
 
 
 @pytest.mark.parametrize("name", CLASSIFY)

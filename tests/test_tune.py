@@ -11,8 +11,8 @@ import torch
 
 from spikeopt import api, cli, tune
 from spikeopt import config as C
+from spikeopt.tasks.metrics import evaluate
 from spikeopt.train.loop import build
-from spikeopt.train.metrics import evaluate
 from spikeopt.tune import command, space
 
 TINY = {"es.population": 16, "model.hidden": [32], "encoder.steps": 4, "trainer.epochs": 3,
@@ -128,6 +128,24 @@ def test_search_reports_every_epoch_restores_the_best_epoch_and_writes_a_runnabl
     run = api.run("digits-es", {"trainer.epochs": 1}, summary["best_config"],
                   tmp_path / "rerun", quiet=True)  # fmt: skip
     assert run["epochs"] == 1 and run["test_acc"] is not None
+
+
+def test_a_control_recipe_searches_on_its_episode_rows(ray_local, tmp_path):
+    tiny = {"env.preset": "tiny", "model.hidden": [8], "encoder.steps": 2, "rl.episodes": 3,
+            "rl.baseline_episodes": 0, "rl.eval_episodes": 1}  # fmt: skip
+    s = tune.Search("nav-reinforce", overrides=tiny, storage_path=tmp_path / "tune", name="rl")
+    s.bind("optim.lr", tune.grid([0.01, 0.001])).set_max_concurrent_trials(2)
+    assert s.metric == "return" and s._max_t() == 3  # Ray's time unit: one row, one episode
+    assert s.memory_estimate()["data_mb"] == 0  # no dataset: the policy's activity
+    results = s.run()
+    assert not results.errors and len(results) == 2
+    for r in results:
+        df = r.metrics_dataframe
+        assert list(df["episode"]) == [1, 2, 3] and {"return", "success", "stop_best"} <= set(df)
+        assert len((Path(r.path) / "run" / "metrics.csv").read_text().splitlines()) == 4
+    model = s.best_model()  # a policy: one readout neuron per action
+    spikes, _ = model(torch.zeros(1, 2, 2))
+    assert spikes[-1].shape == (1, 2, 4)
 
 
 def test_cli_tune_arguments_build_the_search(tmp_path):

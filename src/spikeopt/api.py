@@ -1,7 +1,9 @@
 """The Python entry points: resolve a recipe's config and run it.
 
 ``resolve`` is ``recipe defaults <- YAML file <- key=value overrides``; ``run`` trains and
-writes the outputs; ``forward_check`` is the ``snn-forward`` recipe.
+writes the outputs (what it trains is the config's ``trainer.task``, so a resumed run needs
+nothing but its folder); ``forward_check`` is ``trainer.forward_check`` (the ``snn-forward``
+recipe).
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ import torch
 from spikeopt import config as C
 from spikeopt.recipes import get_recipe
 from spikeopt.train import outputs as io
-from spikeopt.train.control import train_control
 from spikeopt.train.loop import Callback, build, train, versions
 from spikeopt.train.sessions import run_sessions
 
@@ -68,26 +69,25 @@ def run(
                 f"{out_dir} already holds a run; continue it with --resume {out_dir} "
                 "or choose another --out"
             )
-    entry = get_recipe(recipe).entry
-    if entry == "forward-check":
+    if cfg.trainer.forward_check:
         return forward_check(cfg, out_dir)
-    fn = train_control if entry == "control" else train
     if resume and out_dir is not None:  # a multi-session folder resumes all its sessions
         sessions = max(sessions, len(list(out_dir.glob("session*"))))
     if sessions > 1 or (out_dir is not None and (out_dir / "session0").exists()):
-        return run_sessions(fn, cfg, out_dir or default_out(recipe), sessions, workers, recipe)
-    return fn(cfg, out_dir, resume, quiet, callbacks, name=recipe)
+        return run_sessions(cfg, out_dir or default_out(recipe), sessions, workers, recipe)
+    return train(cfg, out_dir, resume, quiet, callbacks, name=recipe)
 
 
 def forward_check(cfg: C.Config, out: Path | None = None) -> dict[str, Any]:
-    """One forward pass on a training batch: layer shapes (B, T, N) and a finite loss."""
-    exp = build(cfg)
-    x = exp.data.x_train[: cfg.data.batch_size].to(exp.device)
-    y = exp.data.y_train[: cfg.data.batch_size].to(exp.device)
-    xt = exp.encode(x, torch.Generator(device=exp.device).manual_seed(cfg.trainer.seed))
+    """One forward pass on a training batch: layer shapes (B, T, N) and a finite loss
+    (classification: the loss needs labels)."""
+    task = build(cfg).classification
+    x = task.data.x_train[: cfg.data.batch_size].to(task.device)
+    y = task.data.y_train[: cfg.data.batch_size].to(task.device)
+    xt = task.encode(x, torch.Generator(device=task.device).manual_seed(cfg.trainer.seed))
     with torch.no_grad():
-        spikes, mems = exp.model(xt)
-        loss, _ = exp.loss(spikes, mems, y)
+        spikes, mems = task.model(xt)
+        loss, _ = task.loss(spikes, mems, y)
     b, t = xt.shape[:2]
     layers = []
     for i, (s, v) in enumerate(zip(spikes, mems)):

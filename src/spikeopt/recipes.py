@@ -2,7 +2,9 @@
 
 One frozen :class:`Recipe` per entry, all registered in :data:`RECIPES` below -- the one
 place to look. A recipe's config is ``Config()`` with its overrides applied; users layer a
-YAML file and ``key=value`` overrides on top.
+YAML file and ``key=value`` overrides on top. What a run trains is a key like any other
+(``trainer.task=control`` for the control recipes, ``trainer.forward_check=true`` for
+``snn-forward``), so a run's ``config.yaml`` alone says how to continue it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ class Recipe:
     architecture: str
     summary: str
     overrides: dict[str, Any] = field(default_factory=dict)
-    entry: str = "train"  # what `spikeopt run` does with it: train | forward-check | control
 
     def config(self) -> Config:
         """The recipe's resolved default config."""
@@ -92,6 +93,7 @@ _CIFAR_ES = {
 # baseline, entropy 0.15 -> 0.01 over 50 episodes, lr 1e-3 shrinking 1.5 % per episode, value
 # then norm clipping at 1, one episode per update.
 _NAV_LEGACY = {
+    "trainer.task": "control",
     "method.name": "reinforce",
     "env.name": "chemotaxis",
     "env.preset": "legacy-static-medium",
@@ -124,6 +126,7 @@ _NAV = {
 }
 # Spiking policies for gymnasium tasks: observations split into positive/negative currents.
 _GYM_LIF = {
+    "trainer.task": "control",
     "model.hidden": [64, 64],
     "model.readout": "li",
     "model.init": "kaiming",
@@ -447,8 +450,7 @@ RECIPES: dict[str, Recipe] = {
             "none",
             "any",
             "one forward pass: prints every layer's (B, T, N) shape and checks the loss is finite",
-            {**_DIGITS},
-            entry="forward-check",
+            {**_DIGITS, "trainer.forward_check": True},
         ),
         Recipe(
             "nav-reinforce",
@@ -457,7 +459,6 @@ RECIPES: dict[str, Recipe] = {
             "lif 2x128",
             "spiking worm finds food on the predecessor's static medium, REINFORCE, our settings",
             _NAV,
-            entry="control",
         ),
         Recipe(
             "nav-reinforce-legacy",
@@ -466,7 +467,6 @@ RECIPES: dict[str, Recipe] = {
             "lif 2x128",
             "the predecessor's navigation run setting for setting (T=100, decaying lr/entropy)",
             _NAV_LEGACY,
-            entry="control",
         ),
         Recipe(
             "nav-reinforce-hard",
@@ -475,7 +475,6 @@ RECIPES: dict[str, Recipe] = {
             "lif 2x128",
             "chemotaxis on 20x20 with random start/food and 60 steps (random policy ~3 %)",
             {**_NAV, "env.preset": "hard"},
-            entry="control",
         ),
         Recipe(
             "nav-mlp-reinforce",
@@ -484,7 +483,6 @@ RECIPES: dict[str, Recipe] = {
             "mlp 2x128 (non-spiking)",
             "the non-spiking baseline: a ReLU MLP with nav-reinforce's REINFORCE settings",
             {**_NAV, "model.arch": "cnn", "encoder.steps": 1},
-            entry="control",
         ),
         Recipe(
             "nav-es",
@@ -503,7 +501,6 @@ RECIPES: dict[str, Recipe] = {
                 "rl.batch_episodes": 4,
                 "rl.generations": 20,
             },
-            entry="control",
         ),
         Recipe(
             "foraging-reinforce",
@@ -512,7 +509,6 @@ RECIPES: dict[str, Recipe] = {
             "lif 2x128",
             "the spiking worm eats respawning food on a 10x10 grid (foraging preset small)",
             {**_NAV, "env.name": "foraging", "env.preset": "small", "rl.episodes": 200},
-            entry="control",
         ),
         Recipe(
             "cartpole-lif-es",
@@ -533,7 +529,6 @@ RECIPES: dict[str, Recipe] = {
                 "rl.generations": 40,
                 "rl.baseline_episodes": 20,
             },
-            entry="control",
         ),
         Recipe(
             "cartpole-reinforce",
@@ -558,7 +553,6 @@ RECIPES: dict[str, Recipe] = {
                 "rl.episodes": 200,
                 "rl.baseline_episodes": 20,
             },
-            entry="control",
         ),
         Recipe(
             "acrobot-lif-es",
@@ -579,7 +573,6 @@ RECIPES: dict[str, Recipe] = {
                 "rl.generations": 40,
                 "rl.baseline_episodes": 20,
             },
-            entry="control",
         ),
     ]
 }

@@ -12,9 +12,9 @@ from spikeopt import api
 from spikeopt.config import Config, ConfigError, apply
 from spikeopt.nn.policies import build_policy
 from spikeopt.population import Offsets, perturbed
+from spikeopt.tasks.control import ControlObjective, episode_seed, run_policy
 from spikeopt.tasks.envs import make_env
-from spikeopt.train.control import build_control, train_control
-from spikeopt.train.rollout import ControlObjective, episode_seed, run_policy
+from spikeopt.train.loop import build, train
 from tests.helpers import CONTROL_TINY, Crash
 
 TINY = {
@@ -41,7 +41,7 @@ def rows_of(path: Path) -> list[dict[str, str]]:
 
 
 def test_reinforce_beats_the_random_policy():
-    s = train_control(apply(Config(), TINY), None, quiet=True)
+    s = train(apply(Config(), TINY), None, quiet=True)
     assert s["success_rate"] >= s["random_success_rate"] + 0.25
     assert s["eval_success_rate"] == 1.0 and s["eval_steps_ratio"] <= 1.5
     assert s["greedy_success_rate"] == 1.0
@@ -52,7 +52,7 @@ def test_reinforce_beats_the_random_policy():
 def test_every_output_is_written_and_metrics_csv_is_never_empty(tmp_path):
     cfg = apply(Config(), {**TINY, "rl.episodes": 1, "rl.baseline_episodes": 2,
                            "rl.eval_episodes": 1})  # fmt: skip
-    train_control(cfg, tmp_path, quiet=True, name="tiny")
+    train(cfg, tmp_path, quiet=True, name="tiny")
     rows = rows_of(tmp_path / "metrics.csv")
     assert len(rows) == 1  # one row per episode, from the first episode on
     for col in ("return", "steps", "success", "steps_ratio", "loss", "lr", "entropy",
@@ -68,15 +68,15 @@ def test_every_output_is_written_and_metrics_csv_is_never_empty(tmp_path):
 def test_resume_continues_exactly(tmp_path):
     cfg = apply(Config(), {**TINY, "rl.episodes": 4, "rl.batch_episodes": 2,
                            "rl.baseline_episodes": 0, "rl.eval_episodes": 2})  # fmt: skip
-    full = train_control(cfg, tmp_path / "full", quiet=True)
+    full = train(cfg, tmp_path / "full", quiet=True)
 
     def crash(row):
         if row["episode"] == 2:
             raise Crash
 
     with pytest.raises(Crash):
-        train_control(cfg, tmp_path / "cut", quiet=True, callbacks=[crash])
-    resumed = train_control(cfg, tmp_path / "cut", resume=True, quiet=True)
+        train(cfg, tmp_path / "cut", quiet=True, callbacks=[crash])
+    resumed = train(cfg, tmp_path / "cut", resume=True, quiet=True)
     a, b = rows_of(tmp_path / "full" / "metrics.csv"), rows_of(tmp_path / "cut" / "metrics.csv")
     assert len(a) == len(b) == 4
     for ra, rb in zip(a, b):
@@ -118,7 +118,7 @@ def test_population_methods_train_a_control_policy_one_row_per_generation(method
                            "model.hidden": [8], "rl.generations": 2, "rl.batch_episodes": 2,
                            "rl.baseline_episodes": 0, "rl.eval_episodes": 2})  # fmt: skip
     rows: list = []
-    s = train_control(cfg, None, quiet=True, callbacks=[rows.append])
+    s = train(cfg, None, quiet=True, callbacks=[rows.append])
     assert [r["update"] for r in rows] == [1, 2] and s["iterations"] == 2
     assert all(math.isfinite(r["fit_mean"]) and "action_0" in r for r in rows)
     assert math.isfinite(s["eval_return"])
@@ -126,15 +126,15 @@ def test_population_methods_train_a_control_policy_one_row_per_generation(method
 
 def test_bad_control_settings_fail_before_running():
     with pytest.raises(ConfigError, match="method.name"):
-        build_control(apply(Config(), {**TINY, "method.name": "surrogate"}))
+        build(apply(Config(), {**TINY, "method.name": "surrogate"}))
     with pytest.raises(ConfigError, match="rl.batch_episodes"):
-        build_control(apply(Config(), {**TINY, "rl.batch_episodes": 0}))
+        build(apply(Config(), {**TINY, "rl.batch_episodes": 0}))
     with pytest.raises(ConfigError, match="rl.converge_level"):
-        build_control(apply(Config(), {**TINY, "rl.converge_level": 1.5}))
+        build(apply(Config(), {**TINY, "rl.converge_level": 1.5}))
     with pytest.raises(ConfigError, match="policy.obs_scale"):
-        build_control(apply(Config(), {**TINY, "policy.obs_scale": [1.0]}))
+        build(apply(Config(), {**TINY, "policy.obs_scale": [1.0]}))
     with pytest.raises(ConfigError, match="policy.readout"):
-        build_control(apply(Config(), {**TINY, "policy.readout": "max"}))
+        build(apply(Config(), {**TINY, "policy.readout": "max"}))
 
 
 def test_sessions_write_per_session_outputs_and_mean_min_max(tmp_path):
@@ -156,3 +156,14 @@ def test_sessions_write_per_session_outputs_and_mean_min_max(tmp_path):
     again = api.run("nav-reinforce", out=tmp_path, resume=True, quiet=True)
     assert again["n_sessions"] == 2
     assert again["sessions"][1]["success_rate"] == s["sessions"][1]["success_rate"]
+
+
+def test_reinforce_lr_decay_and_an_lr_schedule_are_exclusive():
+    with pytest.raises(ConfigError, match="set sched.name=none or rl.lr_decay=0"):
+        build(apply(Config(), {**TINY, "rl.lr_decay": 0.01, "sched.name": "step"}))
+    cfg = apply(Config(), {**TINY, "rl.episodes": 3, "rl.baseline_episodes": 0,
+                           "rl.eval_episodes": 0, "sched.name": "step", "sched.step_size": 1,
+                           "sched.gamma": 0.5})  # fmt: skip
+    rows: list = []
+    train(cfg, None, quiet=True, callbacks=[rows.append])  # one update per episode
+    assert [r["lr"] for r in rows] == pytest.approx([0.01, 0.005, 0.0025])

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from spikeopt.train.control_metrics import (
+from spikeopt.tasks.control_metrics import (
     legacy_converged_at,
     legacy_scores,
     session_metrics,

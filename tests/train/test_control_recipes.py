@@ -7,7 +7,7 @@ import pytest
 from spikeopt import api
 from spikeopt.recipes import list_recipes
 
-CONTROL = [r.name for r in list_recipes() if r.entry == "control"]
+CONTROL = [r.name for r in list_recipes() if r.config().trainer.task == "control"]
 TINY_BUDGET = {
     "rl.episodes": 1,
     "rl.generations": 1,

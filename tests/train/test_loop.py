@@ -8,7 +8,7 @@ import torch
 
 from spikeopt import api
 from spikeopt.config import Config, ConfigError, NeuronConfig, SchedConfig, apply
-from spikeopt.train.loop import _batches, build, train
+from spikeopt.train.loop import build, train
 from spikeopt.train.schedules import LR_SCHEDULES, alpha_at, build_lr_scheduler
 from tests.helpers import Crash, crash_after
 
@@ -103,6 +103,20 @@ def test_resume_continues_exactly(tmp_path, extra):
     ]
 
 
+def test_resumed_tensorboard_events_hold_every_epoch_once(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    over = {**FAST, "trainer.epochs": 4, "trainer.steps_per_epoch": 2}
+    with pytest.raises(Crash):
+        api.run("digits-mlp-surrogate", over, out=tmp_path, quiet=True,
+                callbacks=[crash_after(2)])  # fmt: skip
+    api.run("digits-mlp-surrogate", out=tmp_path, resume=True, quiet=True)
+    events = EventAccumulator(str(tmp_path / "tb"))  # applies the resume's purge, as TB does
+    events.Reload()
+    for tag in ("test/acc", "train/loss", "lr"):
+        assert [e.step for e in events.Scalars(tag)] == [1, 2, 3, 4], tag
+
+
 def test_same_seed_same_result_other_seed_differs():
     over = {**FAST, "trainer.epochs": 1}
     a = api.run("digits-mlp-surrogate", over, quiet=True)
@@ -191,12 +205,22 @@ def test_alpha_step_schedule():
         ({"optim.lr": -1.0}, "optim.lr"),
         ({"method.name": "magic"}, "method.name"),
         ({"sched.name": "linear"}, "sched.name"),
+        ({"trainer.task": "regression"}, "trainer.task"),
+        ({"method.name": "reinforce"}, "cannot train trainer.task=classification; use one of"),
     ],
 )
 def test_bad_settings_fail_before_training(tmp_path, over, match):
     with pytest.raises(ConfigError, match=match):
         train(apply(Config(), {**FAST, **over}), tmp_path / "x", quiet=True)
     assert not (tmp_path / "x").exists()
+
+
+def test_an_optimizer_free_method_has_no_lr_column_and_no_lr_schedule(tmp_path):
+    over = {**FAST, "method.name": "cma", "model.hidden": [8], "es.population": 8,
+            "trainer.epochs": 2, "trainer.steps_per_epoch": 2, "sched.name": "cosine"}  # fmt: skip
+    s = api.run("digits-mlp-surrogate", over, out=tmp_path, quiet=True)
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    assert s["iterations"] == 4 and len(rows) == 2 and "lr" not in rows[0]
 
 
 def test_optimizers_and_clipping_run():
@@ -256,7 +280,7 @@ def test_overfit_batch_drives_the_loss_down_on_one_fixed_batch():
     rows = []
     api.run("digits-mlp-surrogate", over, quiet=True, callbacks=[rows.append])
     exp = build(api.resolve("digits-mlp-surrogate", over))
-    batches = [b for epoch in (0, 1) for b in _batches(exp, epoch)[1]]
+    batches = [b.data for epoch in (0, 1) for b in exp.task.batches(epoch)]
     assert all(torch.equal(b[0], batches[0][0]) and torch.equal(b[1], batches[0][1])
                for b in batches)  # fmt: skip
     # one batch of 32, memorised: far better than the held-out test set

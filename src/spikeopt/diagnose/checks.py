@@ -11,9 +11,11 @@ from torch import Tensor
 
 from spikeopt import api
 from spikeopt.config import Config, apply
+from spikeopt.tasks.classification import EVAL_SEED
 from spikeopt.tasks.datasets import load_dataset
-from spikeopt.train.loop import Experiment, build, train
-from spikeopt.train.metrics import Activity, evaluate
+from spikeopt.tasks.metrics import Activity, evaluate
+from spikeopt.train.experiment import Experiment, build
+from spikeopt.train.loop import train
 
 Row = dict[str, Any]
 
@@ -83,9 +85,10 @@ def subset(cfg: Config) -> Finding:
 
 
 def _test_acc(exp: Experiment) -> float:
-    gen = torch.Generator(device=exp.device).manual_seed(exp.cfg.trainer.seed + 12345)
-    d = exp.data
-    out = evaluate(exp.model, exp.loss, d.x_test, d.y_test, exp.encode,
+    gen = torch.Generator(device=exp.device).manual_seed(exp.cfg.trainer.seed + EVAL_SEED)
+    task = exp.classification
+    d = task.data
+    out = evaluate(task.model, task.loss, d.x_test, d.y_test, task.encode,
                    exp.cfg.data.eval_batch_size, exp.device, gen)  # fmt: skip
     return out["acc"]
 

@@ -12,9 +12,9 @@ from torch import Tensor
 
 from spikeopt.config import Config, ConfigError, apply
 from spikeopt.diagnose.checks import Finding, Row, fixed_batch
-from spikeopt.methods.objective import Classification, cosine
+from spikeopt.methods.strategy import cosine
 from spikeopt.population import Perturbation, estimate, get_shaping, perturbed
-from spikeopt.train.loop import Experiment, build
+from spikeopt.train.experiment import Experiment, build
 
 FALLS = 0.7  # "the loss falls": the last loss is below this fraction of the first
 
@@ -45,10 +45,11 @@ def overfit_batch(cfg: Config, steps: int = 40) -> Finding:
 
 def _loss(exp: Experiment, batch: tuple[Tensor, Tensor]) -> tuple[float, float]:
     """Loss and accuracy of the model on ``batch`` in eval mode (no dropout)."""
-    exp.model.eval()
+    task = exp.classification
+    task.model.eval()
     with torch.no_grad():
-        spikes, mems = exp.model(batch[0])
-        loss, scores = exp.loss(spikes, mems, batch[1])
+        spikes, mems = task.model(batch[0])
+        loss, scores = task.loss(spikes, mems, batch[1])
     return float(loss), float((scores.argmax(-1) == batch[1]).float().mean())
 
 
@@ -69,7 +70,7 @@ def grad_quality(
     exp = build(cfg)
     batch, model = fixed_batch(exp), exp.model
     model.eval()  # one deterministic loss for BPTT and the population alike
-    obj = Classification(exp.loss, cfg.es)
+    obj = exp.classification.objective  # the task's, never a Ray-sharded one
     neg = [-g for g in obj.gradient(model, batch)]  # ES estimates point downhill in loss
     params = [p for _, p in perturbed(model)]
     shaping = get_shaping(cfg.es.shaping)
@@ -154,7 +155,7 @@ def _encoder_stats(exp: Experiment, draws: int) -> Row:
         torch.Generator(device=exp.device).manual_seed(cfg.trainer.seed + d) for d in range(draws)
     ]
     batches = [(exp.encode(x, g), y) for g in gens]
-    obj = Classification(exp.loss, cfg.es)
+    obj = exp.classification.objective  # the task's, never a Ray-sharded one
     losses = [obj.centre(model, b)["loss"] for b in batches]
     pert = Perturbation(cfg.es.population, cfg.es.sigma, cfg.es.rank, cfg.es.mode, seed=1)
     params = [p for _, p in perturbed(model)]

@@ -9,7 +9,7 @@ predecessor's protocol). With ``e`` the number of episodes trained on before thi
           = G_t - b            (normalize=none)
     b    <- (1 - ema) b + ema * mean(norm(G))     after use; the first update starts b at it
     beta  = entropy_start + (entropy_end - entropy_start) * min(1, e / entropy_episodes)
-    lr    = optim.lr * (1 - lr_decay)^e
+    lr    = optim.lr * (1 - lr_decay)^e       (rl.lr_decay = 0: the optimizer's, sched.*)
     loss  = -mean_t(A_t log pi(a_t | o_t)) - beta * mean_t(H(pi(. | o_t)))
 
 then the shared ``apply_update``: gradient values clipped to ``optim.clip_value``, then the
@@ -88,6 +88,8 @@ class REINFORCE:
     """Monte-Carlo policy gradient for the policies of :mod:`spikeopt.nn.policies`."""
 
     name = "reinforce"
+    population = False  # runs a population through an Objective
+    tasks: tuple[str, ...] = ("control",)  # the task kinds it can train
 
     def __init__(self, cfg: Config, loss: Any = None) -> None:
         r = cfg.rl
@@ -99,6 +101,11 @@ class REINFORCE:
             raise ConfigError(f"rl.baseline_ema must be in (0, 1], got {r.baseline_ema}")
         if not 0 <= r.lr_decay < 1:
             raise ConfigError(f"rl.lr_decay must be in [0, 1), got {r.lr_decay}")
+        if r.lr_decay > 0 and cfg.sched.name != "none":  # both would set the learning rate
+            raise ConfigError(
+                "rl.lr_decay is REINFORCE's per-episode learning-rate schedule; "
+                "set sched.name=none or rl.lr_decay=0"
+            )
         if r.entropy_episodes < 0:
             raise ConfigError(f"rl.entropy_episodes must be >= 0, got {r.entropy_episodes}")
         self.cfg = cfg
@@ -116,9 +123,11 @@ class REINFORCE:
         returns = np.concatenate([discounted(rw, r.gamma) for _, _, rw in batch])
         adv, state.baseline = advantages(returns, state.baseline, r)
         beta = entropy_weight(state.episodes, r)
-        lr = self.cfg.optim.lr * (1 - r.lr_decay) ** state.episodes
-        for group in state.optimizer.param_groups:
-            group["lr"] = lr
+        assert state.optimizer is not None, "REINFORCE steps a torch optimizer"
+        if r.lr_decay > 0:  # otherwise the learning rate is the optimizer's (and sched.*'s)
+            for group in state.optimizer.param_groups:
+                group["lr"] = self.cfg.optim.lr * (1 - r.lr_decay) ** state.episodes
+        lr = float(state.optimizer.param_groups[0]["lr"])
         model.train()
         obs = np.concatenate([o for o, _, _ in batch])
         actions = torch.as_tensor(np.concatenate([a for _, a, _ in batch]), dtype=torch.long)

@@ -83,30 +83,15 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def plot_curves(path: Path, rows: list[dict[str, Any]], title: str) -> None:
-    """Loss and accuracy per epoch as a PNG (matplotlib, no display needed)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
+def write_figure(path: Path, fig: Any) -> None:
+    """Atomically save a matplotlib figure as a PNG, then close it."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    epochs = [r["epoch"] for r in rows]
-    for ax, kind in zip(axes, ("loss", "acc")):
-        for split in ("train", "test"):
-            key = f"{split}_{kind}"
-            ys = [r.get(key, float("nan")) for r in rows]
-            if any(isinstance(v, float) and math.isfinite(v) for v in ys):
-                ax.plot(epochs, ys, marker="o", ms=3, label=key)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(kind)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(title)
-    fig.tight_layout()
-    with atomic_open(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=100)
-    plt.close(fig)
+    try:
+        with atomic_open(path, "wb") as fh:
+            fig.savefig(fh, format="png", dpi=100)
+    finally:
+        plt.close(fig)
 
 
 class TensorBoard:

@@ -10,29 +10,25 @@ many sessions had a value when some did not.
 
 from __future__ import annotations
 
+import json
 import math
 import multiprocessing as mp
 import os
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from spikeopt import config as C
 from spikeopt.train import outputs as io
-
-# train(cfg, out, resume, quiet, callbacks, name) -> summary: loop.train or control.train_control
-TrainFn = Callable[..., dict[str, Any]]
+from spikeopt.train.loop import train
 
 
-def _one(fn: TrainFn, cfg: C.Config, out: Path, name: str) -> dict[str, Any]:
+def _one(cfg: C.Config, out: Path, name: str) -> dict[str, Any]:
     """One session: finished ones are read back, interrupted ones resumed, others started."""
     if (out / "summary.json").exists():
-        import json
-
         return dict(json.loads((out / "summary.json").read_text()))
     resume = (out / "checkpoint.pt").exists()
-    return fn(cfg, out, resume, True, None, name)
+    return train(cfg, out, resume, quiet=True, name=name)
 
 
 def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
@@ -61,10 +57,10 @@ def aggregate(summaries: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_sessions(
-    fn: TrainFn, cfg: C.Config, out: Path, sessions: int, workers: int = 0, name: str = ""
+    cfg: C.Config, out: Path, sessions: int, workers: int = 0, name: str = ""
 ) -> dict[str, Any]:
-    """Run ``sessions`` seeds of ``cfg`` with ``fn`` (``workers`` processes, 0 = one per
-    core, at most one per session) and write the aggregate summary to ``out``."""
+    """Run ``sessions`` seeds of ``cfg`` (``workers`` processes, 0 = one per core, at most
+    one per session) and write the aggregate summary to ``out``."""
     if sessions < 1:
         raise C.ConfigError(f"--sessions must be >= 1, got {sessions}")
     if workers < 0:
@@ -77,11 +73,11 @@ def run_sessions(
                      out / f"session{i}"))  # fmt: skip
     n = min(sessions, workers or os.cpu_count() or 1)
     if n == 1:
-        summaries = [_one(fn, c, o, name) for c, o in jobs]
+        summaries = [_one(c, o, name) for c, o in jobs]
     else:
         # spawn: a forked child would inherit the parent's torch thread pools
         with ProcessPoolExecutor(n, mp_context=mp.get_context("spawn")) as pool:
-            futures = [pool.submit(_one, fn, c, o, name) for c, o in jobs]
+            futures = [pool.submit(_one, c, o, name) for c, o in jobs]
             summaries = [f.result() for f in futures]
     summary = aggregate(summaries)
     io.write_json(out / "summary.json", summary)

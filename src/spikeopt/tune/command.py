@@ -26,7 +26,9 @@ def add_parser(sub: Any) -> None:
     tn.add_argument("overrides", nargs="*", metavar="key=value", help="fixed in every trial")
     tn.add_argument("--space", required=True, help="YAML search space over dotted keys")
     tn.add_argument("--samples", type=int, default=8, help="trials to sample (default 8)")
-    tn.add_argument("--metric", default="test_acc", help="metrics.csv column to optimise")
+    tn.add_argument(
+        "--metric", default="", help="metrics.csv column to optimise (test_acc; control: return)"
+    )
     tn.add_argument("--mode", default="max", choices=("max", "min"))
     tn.add_argument("--scheduler", default="asha", choices=SCHEDULERS)
     tn.add_argument("--search", default="random", choices=SEARCHERS, help="search algorithm")

@@ -26,7 +26,7 @@ from spikeopt import config as C
 from spikeopt.builders import Builders
 from spikeopt.dist import ensure_ray
 from spikeopt.train import outputs as io
-from spikeopt.train.loop import build
+from spikeopt.train.experiment import TASKS, build, planned_rows
 from spikeopt.tune import memory, space
 from spikeopt.tune.space import require_tune
 from spikeopt.tune.trial import run_trial
@@ -37,15 +37,22 @@ BUDGET_FRACTION = 0.8  # of the RAM available when the search starts
 
 
 class Search:
-    """A hyperparameter search over one recipe; every setter returns ``self`` (chainable)."""
+    """A hyperparameter search over one recipe; every setter returns ``self`` (chainable).
 
-    def __init__(self, recipe: str, metric: str = "test_acc", mode: str = "max",
+    ``metric`` is a metrics.csv column ('' = the task's headline: ``test_acc``, or for a
+    control recipe ``return``); Ray sees one report per row, so for control ``max_t`` and
+    the grace periods count episodes (population methods: generations).
+    """
+
+    def __init__(self, recipe: str, metric: str = "", mode: str = "max",
                  overrides: dict[str, Any] | None = None, config_file: str | None = None,
                  storage_path: str | Path | None = None, name: str = "",
                  builders: Builders | None = None) -> None:  # fmt: skip
         self.recipe = recipe
         self.base = api.resolve(recipe, overrides, config_file)  # bad recipe/keys fail here
-        self.metric, self.mode = metric, C.choose("--mode", mode, ("max", "min"))
+        task = TASKS[C.choose("trainer.task", self.base.trainer.task, TASKS)]
+        self.metric = metric or task.metric  # test_acc; control: an episode's return
+        self.mode = C.choose("--mode", mode, ("max", "min"))
         self.space: dict[str, Any] = {}
         self.num_samples, self.max_concurrent = 1, 0
         self.resources: dict[str, float] = {"cpu": 1.0, "gpu": 0.0}
@@ -187,8 +194,8 @@ class Search:
         return memory.guard(per_trial, self.max_concurrent, budget)
 
     def _max_t(self) -> int:
-        epochs = [v for v in space.candidates(self.space.get("trainer.epochs", []))]
-        return int(max([self.base.trainer.epochs, *[e for e in epochs if isinstance(e, int)]]))
+        """The most rows a trial reports (Ray's time unit here is one report)."""
+        return max(planned_rows(self.base), planned_rows(space.largest(self.base, self.space)))
 
     def _make_scheduler(self) -> Any:
         from ray.tune import schedulers as S

@@ -1,11 +1,12 @@
-"""One Tune trial: a config from the search, trained by the ordinary loop, reported per epoch.
+"""One Tune trial: a config from the search, trained by the ordinary loop, reported per row.
 
 The trial is a thin adapter over :func:`spikeopt.train.loop.train` (DESIGN.md: ``tune`` is a
-thin adapter over ``run()``): the loop writes its usual outputs (metrics.csv, TensorBoard
-scalars incl. per-layer activity health, checkpoint.pt) under ``<trial dir>/run``, and a
-callback forwards every epoch's row to Ray with early-stopping signals added; whenever the
-tuned metric improves, the epoch's checkpoint goes to Ray as a ``tune.Checkpoint`` (Ray keeps
-the best one), so the best epoch -- not the last -- is what :meth:`Search.best_model` loads.
+thin adapter over ``run()``), for every task: the loop writes its usual outputs (metrics.csv,
+TensorBoard scalars incl. per-layer activity health, checkpoint.pt) under ``<trial dir>/run``,
+and a callback forwards every metrics row (one per epoch; control: one per episode, or per
+generation) to Ray with early-stopping signals added; whenever the tuned metric improves, the
+row's checkpoint goes to Ray as a ``tune.Checkpoint`` (Ray keeps the best one), so the best
+epoch -- not the last -- is what :meth:`Search.best_model` loads.
 """
 
 from __future__ import annotations
@@ -26,11 +27,12 @@ CHECKPOINT_FILES = ("checkpoint.pt", "config.yaml", "metrics.csv")
 
 
 class Reporter:
-    """Loop callback: each epoch's metrics to Ray; the run's checkpoint when ``metric`` improves.
+    """Loop callback: each row's metrics to Ray; the run's checkpoint when ``metric`` improves.
 
     Adds ``stop_best`` (best value so far of ``early_stop.metric``, or of ``metric`` when early
     stopping is off) and ``stop_wait`` (epochs since it last improved): the same signals the
-    loop's patience rule reads, visible to the trial scheduler and in TensorBoard.
+    loop's patience rule reads, visible to the trial scheduler and in TensorBoard (``stop_wait``
+    counts rows).
     """
 
     def __init__(self, out: Path, metric: str, mode: str, stop: C.EarlyStopConfig) -> None:

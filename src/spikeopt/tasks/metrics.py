@@ -1,4 +1,4 @@
-"""Evaluation and activity diagnostics: functions that return numbers, never print."""
+"""Classification evaluation and activity health: functions that return numbers, never print."""
 
 from __future__ import annotations
 

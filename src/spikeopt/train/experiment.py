@@ -1,0 +1,128 @@
+"""A config turned into a run, before anything trains or is written: task, method, state.
+
+``trainer.task`` names the task (:mod:`spikeopt.tasks.classification` or
+:mod:`spikeopt.tasks.control`); ``method.name`` the method, which must list that task among
+the ones it can train (``Method.tasks``). Whether the method runs a population
+(``Method.population``) is read from the class before either is built: it decides what a
+control epoch is (an update on sampled episodes, or a generation). Every bad setting raises
+here, so a run that starts has nothing left to refuse.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from spikeopt import config as C
+from spikeopt.builders import Builders
+from spikeopt.functional.loss import Loss
+from spikeopt.methods import METHODS, Method, TrainState, make_method
+from spikeopt.methods.base import forward_loss
+from spikeopt.tasks.base import Task
+from spikeopt.tasks.classification import ClassificationTask
+from spikeopt.tasks.control import ControlTask
+from spikeopt.tasks.datasets import Dataset
+
+TASKS: dict[str, type[ClassificationTask] | type[ControlTask]] = {
+    "classification": ClassificationTask,
+    "control": ControlTask,
+}
+
+
+@dataclass
+class Experiment:
+    """Everything a config builds, before anything is trained or written."""
+
+    cfg: C.Config
+    task: Task
+    method: Method
+    state: TrainState
+    device: torch.device
+
+    @property
+    def model(self) -> nn.Module:
+        """The network being trained (the task's, and the method state's)."""
+        return self.task.model
+
+    @property
+    def loss(self) -> Loss | None:
+        """The task's differentiable loss (None for control)."""
+        return self.task.loss
+
+    @property
+    def classification(self) -> ClassificationTask:
+        """The task, when it is classification; a ConfigError otherwise."""
+        if not isinstance(self.task, ClassificationTask):
+            raise C.ConfigError(f"this needs trainer.task=classification, not {self.task.kind}")
+        return self.task
+
+    @property
+    def data(self) -> Dataset:
+        """The classification task's dataset."""
+        return self.classification.data
+
+    @property
+    def encode(self) -> Callable[[Tensor, torch.Generator | None], Tensor]:
+        """The classification task's input encoder."""
+        return self.classification.encode
+
+
+def pick_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU."""
+    C.choose("trainer.device", name, ("auto", "cpu", "cuda"))
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise C.ConfigError("trainer.device=cuda but no CUDA device is available; use cpu or auto")
+    return torch.device(name)
+
+
+def method_class(cfg: C.Config) -> Any:
+    """The class ``method.name`` names, refused (naming the methods that can) when it cannot
+    train ``trainer.task``."""
+    kind = C.choose("trainer.task", cfg.trainer.task, TASKS)
+    cls: Any = METHODS[C.choose("method.name", cfg.method.name, METHODS)]
+    if kind not in cls.tasks:
+        valid = [n for n, c in METHODS.items() if kind in getattr(c, "tasks", ())]
+        raise C.ConfigError(
+            f"method.name={cfg.method.name} cannot train trainer.task={kind}; "
+            f"use one of {', '.join(valid)}"
+        )
+    return cls
+
+
+def make_task(
+    cfg: C.Config, device: torch.device, population: bool, builders: Builders | None = None
+) -> Task:
+    """The task ``trainer.task`` names, with any user builders it can use."""
+    b = builders or Builders()
+    if cfg.trainer.task == "control":
+        if b.data or b.loss:
+            raise C.ConfigError(
+                "Builders.data and Builders.loss are classification builders; a control task "
+                "has an environment (env.*) and no loss: give Builders(model=...) only"
+            )
+        return ControlTask(cfg, device, population, b.model)
+    return ClassificationTask(cfg, device, b.model, b.data, b.loss)
+
+
+def planned_rows(cfg: C.Config) -> int:
+    """How many metrics rows a full run of ``cfg`` writes (what a trial reports)."""
+    kind = C.choose("trainer.task", cfg.trainer.task, TASKS)
+    return TASKS[kind].planned_rows(cfg, bool(method_class(cfg).population))
+
+
+def build(cfg: C.Config, builders: Builders | None = None) -> Experiment:
+    """Build task (data or environment, model, loss, objective), method and state."""
+    device = pick_device(cfg.trainer.device)
+    cls = method_class(cfg)
+    task = make_task(cfg, device, bool(cls.population), builders)
+    method = make_method(cfg, task.loss, task.objective)
+    state = method.init(task.model, cfg)
+    if cfg.trainer.compile:  # BPTT trains model + loss as one graph
+        state.forward = torch.compile(forward_loss)
+    return Experiment(cfg, task, method, state, device)
