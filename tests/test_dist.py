@@ -9,7 +9,7 @@ import torch
 from spikeopt import api
 from spikeopt.config import ConfigError
 from spikeopt.dist import RayObjective, shards
-from spikeopt.methods.objective import Classification
+from spikeopt.tasks.classification import ClassificationObjective as Classification
 from spikeopt.train import outputs as io
 from spikeopt.train.loop import build, train
 
@@ -90,11 +90,10 @@ def test_training_on_two_actors_matches_one_process_exactly(ray_local, tmp_path)
 def test_control_objectives_shard_too(ray_local):
     # A gymnasium rollout objective (holds the whole Config): same returns, its `last` readable
     # (one actor keeps the test cheap; sharding itself is covered above).
-    from spikeopt.train.control import build_control
-
     cfg = api.resolve("cartpole-lif-es", {"es.population": 16, "es.chunk": 4,
                                           "es.workers": 1, "es.worker_cpus": 0.5})  # fmt: skip
-    _, method, state = build_control(cfg)
+    exp = build(cfg)
+    method, state = exp.method, exp.state
     remote, seeds = method.objective, [11, 12]
     assert isinstance(remote, RayObjective)
     pert = method.perturbation(0)
@@ -105,3 +104,17 @@ def test_control_objectives_shard_too(ray_local):
         assert remote.last is remote.inner.last is not None
     finally:
         remote.close()
+
+
+@pytest.mark.parametrize(
+    "over",
+    [{"method.name": "nodepert", "model.dropout": 0.0},  # per-sample losses, sharded
+     {"method.name": "hybrid", "hybrid.lam": 0.5}],  # its population now goes to Ray too
+)  # fmt: skip
+def test_every_population_method_honours_es_workers(ray_local, tmp_path, over):
+    exp = build(api.resolve("digits-es", {**TINY, **over, "es.workers": 2}))
+    assert isinstance(exp.method.objective, RayObjective)
+    ref_model, ref_rows = _run(tmp_path, "local", **over)
+    model, rows = _run(tmp_path, "ray", **over, **{"es.workers": 2, "es.worker_cpus": 0.5})
+    assert all(torch.equal(ref_model[k], model[k]) for k in ref_model)
+    assert [r["train_loss"] for r in rows] == [r["train_loss"] for r in ref_rows]

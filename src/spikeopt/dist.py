@@ -1,8 +1,10 @@
 """Distributed ES: one generation's population evaluated in shards on Ray actors.
 
-:class:`RayObjective` wraps the :class:`~spikeopt.methods.objective.Objective` the ES method
-already uses and replaces only its ``fitness`` call; the estimator, shaping and optimizer
-update stay in the driver, untouched. Per generation::
+:class:`RayObjective` wraps the :class:`~spikeopt.tasks.base.Objective` a population method
+already uses (every method on :class:`~spikeopt.methods.strategy.Strategy`: the base wraps it
+when ``es.workers > 0``) and replaces only its ``fitness`` call, and the per-sample losses of
+node perturbation; the estimator, shaping and optimizer update stay in the driver, untouched.
+Per generation::
 
     driver:  ref = ray.put(centre state_dict, batch, torch RNG state)     one object, once
              shard j = members [m_j, m_j+1) of Perturbation(seed, generation, sigma, ...)
@@ -31,7 +33,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
@@ -40,7 +41,7 @@ from torch import Tensor, nn
 
 from spikeopt.config import ConfigError
 from spikeopt.functional.composite import Composite
-from spikeopt.population import Noise, Offsets, Perturbation, chunk_size, perturbed
+from spikeopt.population import Offsets, Source, members_of, perturbed
 from spikeopt.population.noise import ChunkNoise
 
 INSTALL_HINT = "install the Ray extra: pip install 'spikeopt[ray]'"
@@ -66,13 +67,13 @@ def ensure_ray(address: str = "") -> ModuleType:
 
 
 class Shard(Offsets):
-    """Members ``m0 .. m1-1`` of a :class:`Perturbation`, on the interface ``evaluate`` reads
-    for explicit offsets (``params``, ``population``, ``members``) -- the noise itself is
-    regenerated from seeds, exactly as the whole population's would be."""
+    """Members ``m0 .. m1-1`` of a seeded population (weight or node noise), on the interface
+    ``evaluate`` reads for explicit offsets (``params``, ``population``, ``members``) -- the
+    noise itself is regenerated from seeds, exactly as the whole population's would be."""
 
-    def __init__(self, params: Sequence[Tensor], pert: Perturbation, m0: int, m1: int) -> None:
-        self.params, self.population = list(params), m1 - m0
-        self.m0, self._noise = m0, Noise(self.params, pert)
+    def __init__(self, model: nn.Module, source: Source, m0: int, m1: int) -> None:
+        self.params, self.population = [p for _, p in perturbed(model)], m1 - m0
+        self.m0, self._noise = m0, members_of(model, source)
 
     def members(self, m0: int, m1: int) -> ChunkNoise:
         """Noise of shard members ``m0 .. m1-1`` (population members ``self.m0 + m``)."""
@@ -87,54 +88,42 @@ def shards(population: int, chunk: int, workers: int) -> list[tuple[int, int]]:
     return [(bounds[i] * chunk, min(bounds[i + 1] * chunk, population)) for i in range(k)]
 
 
+# What an actor can compute for a shard: the objective's method of that name.
+KINDS: tuple[str, ...] = ("fitness", "sample_losses")
+
+
 class Evaluator:
     """What runs inside one actor: a copy of the model and the objective, reloaded per call."""
 
     def __init__(self, model: nn.Module, objective: Any, threads: int = 1) -> None:
         torch.set_num_threads(threads)
         self.model, self.objective = model, objective
-        self.params = [p for _, p in perturbed(model)]
         loss = getattr(objective, "loss", None)
         if isinstance(loss, Composite) and loss.params:  # its params: this actor's centre
             self.objective = copy.copy(objective)
             self.objective.loss = dataclasses.replace(loss, params=tuple(model.parameters()))
 
-    def fitness(
-        self, centre: dict[str, Any], pert: Perturbation, m0: int, m1: int
-    ) -> tuple[Tensor, Tensor]:
-        """Fitness of members ``m0 .. m1-1`` and the torch RNG state after evaluating them."""
+    def run(
+        self, kind: str, centre: dict[str, Any], source: Source, m0: int, m1: int
+    ) -> tuple[Any, Tensor]:
+        """``kind`` (fitness or per-sample losses) of members ``m0 .. m1-1`` and the torch RNG
+        state after evaluating them."""
         self.model.load_state_dict(centre["state"])
         self.model.train(centre["training"])
         torch.set_rng_state(centre["rng"])
-        f = self.objective.fitness(self.model, Shard(self.params, pert, m0, m1), centre["batch"])
-        return f, torch.get_rng_state()
-
-
-def _es_config(objective: Any) -> Any:
-    """The ES config an objective chunks by: ``objective.cfg`` (an ESConfig) or its ``.es``."""
-    cfg = getattr(objective, "cfg", None)
-    return getattr(cfg, "es", cfg)
-
-
-def _fixed_chunk(objective: Any, chunk: int) -> Any:
-    """A copy of a chunked objective that evaluates in chunks of exactly ``chunk`` members."""
-    cfg = getattr(objective, "cfg", None)
-    if cfg is None or not hasattr(_es_config(objective), "chunk"):
-        return objective
-    clone = copy.copy(objective)
-    if hasattr(cfg, "es"):  # a whole Config (control objectives)
-        clone.cfg = dataclasses.replace(cfg, es=dataclasses.replace(cfg.es, chunk=chunk))
-    else:
-        clone.cfg = dataclasses.replace(cfg, chunk=chunk)
-    return clone
+        shard = Shard(self.model, source, m0, m1)
+        out = getattr(self.objective, kind)(self.model, shard, centre["batch"])
+        return out, torch.get_rng_state()
 
 
 class RayObjective:
-    """An Objective whose population fitness is computed on ``workers`` Ray actors.
+    """An Objective whose population is evaluated on ``workers`` Ray actors.
 
-    ``centre`` and ``gradient`` run in the driver through ``inner``; ``fitness`` of a seeded
-    :class:`Perturbation` is sharded across the actors (explicit :class:`Offsets` hold the
-    whole population in memory and are evaluated in the driver).
+    ``centre`` and ``gradient`` run in the driver through ``inner``; ``fitness`` (and the
+    per-sample losses node perturbation reads) of a seeded population -- a
+    :class:`Perturbation` or a :class:`NodePerturbation` -- is sharded across the actors;
+    explicit :class:`Offsets` hold the whole population in memory and are evaluated in the
+    driver.
     """
 
     def __init__(
@@ -161,12 +150,39 @@ class RayObjective:
         """The inner objective's surrogate gradient (computed in the driver)."""
         return self.inner.gradient(model, batch)  # type: ignore[no-any-return]
 
-    def fitness(self, model: nn.Module, source: Perturbation | Offsets, batch: Any) -> Tensor:
+    @property
+    def last(self) -> Any:
+        """The inner objective's latest centre episodes (control objectives), for inspection."""
+        return getattr(self.inner, "last", None)
+
+    def chunk_for(self, model: nn.Module, population: int, batch: Any) -> int:
+        """The inner objective's chunk size."""
+        return int(self.inner.chunk_for(model, population, batch))
+
+    def chunked(self, chunk: int) -> RayObjective:
+        """Shards already run in the inner objective's chunks: this objective itself."""
+        return self
+
+    def fitness(self, model: nn.Module, source: Source, batch: Any) -> Tensor:
         """Fitness (P,) float64 of every member, bit-identical to the in-process evaluation."""
-        if not isinstance(source, Perturbation):
+        if isinstance(source, Offsets):
             return self.inner.fitness(model, source, batch)  # type: ignore[no-any-return]
+        parts = self._sharded("fitness", model, source, batch)
+        return torch.cat(parts)
+
+    def sample_losses(self, model: nn.Module, source: Source, batch: Any) -> tuple[Tensor, Tensor]:
+        """Per-sample losses (P, B) and the batch-level rest (P,) of every member, sharded."""
+        if isinstance(source, Offsets):
+            return self.inner.sample_losses(model, source, batch)  # type: ignore[no-any-return]
+        parts = self._sharded("sample_losses", model, source, batch)
+        return torch.cat([s for s, _ in parts]), torch.cat([r for _, r in parts])
+
+    def _sharded(self, kind: str, model: nn.Module, source: Source, batch: Any) -> list[Any]:
+        """``kind`` of every shard, in member order."""
         ray = ensure_ray(self.address)
-        chunk = self._chunk_for(model, source, batch)
+        chunk = self.inner.chunk_for(model, source.population, batch)
+        if chunk <= 0:  # any grouping gives the same results: one shard per worker
+            chunk = max(2, 2 * math.ceil(source.population / (2 * self.workers)))
         if not self.actors or self._chunk != chunk:
             self._start(model, chunk)
         centre = ray.put(
@@ -178,33 +194,17 @@ class RayObjective:
             }
         )
         todo = shards(source.population, chunk, len(self.actors))
-        results = self._run(ray, centre, source, todo)
+        results = self._run(ray, kind, centre, source, todo)
         torch.set_rng_state(results[todo[0]][1])  # as if the driver had evaluated them
-        return torch.cat([results[s][0] for s in todo])
-
-    def __getattr__(self, name: str) -> Any:
-        # Anything else a method or loop reads from its objective (e.g. control's `last`).
-        if name.startswith("_") or name == "inner":
-            raise AttributeError(name)
-        return getattr(self.inner, name)
+        return [results[s][0] for s in todo]
 
     # -- the actor pool ---------------------------------------------------------------------
-
-    def _chunk_for(self, model: nn.Module, pert: Perturbation, batch: Any) -> int:
-        """The chunk size the in-process evaluation would use (shards align to it)."""
-        cfg = _es_config(self.inner)
-        if cfg is not None and getattr(cfg, "chunk", 0) > 0:
-            return min(int(cfg.chunk), pert.population)
-        if cfg is not None and hasattr(cfg, "memory_mb") and isinstance(batch, tuple):
-            size = chunk_size(model, batch[0], pert.population, cfg.memory_mb)
-            return max(1, min(size, pert.population))
-        return max(2, 2 * math.ceil(pert.population / (2 * self.workers)))
 
     def _new_actor(self) -> Any:
         ray = require_ray()
         remote = ray.remote(num_cpus=self.cpus, max_restarts=0)(Evaluator)
         threads = max(1, int(self.cpus))
-        return remote.remote(self._model_ref, _fixed_chunk(self.inner, self._chunk), threads)
+        return remote.remote(self._model_ref, self.inner.chunked(self._chunk), threads)
 
     def _start(self, model: nn.Module, chunk: int) -> None:
         """(Re)start the pool: the model structure is shipped once, at actor creation."""
@@ -215,15 +215,15 @@ class RayObjective:
         self.actors = [self._new_actor() for _ in range(self.workers)]
 
     def _run(
-        self, ray: ModuleType, centre: Any, pert: Perturbation, todo: list[tuple[int, int]]
-    ) -> dict[tuple[int, int], tuple[Tensor, Tensor]]:
+        self, ray: ModuleType, kind: str, centre: Any, source: Source, todo: list[tuple[int, int]]
+    ) -> dict[tuple[int, int], tuple[Any, Tensor]]:
         """Evaluate every shard; a shard whose actor died goes to a live (or new) actor."""
         died = (ray.exceptions.RayActorError, ray.exceptions.ActorUnavailableError)
         pending = {
-            actor.fitness.remote(centre, pert, m0, m1): (i, (m0, m1))
+            actor.run.remote(kind, centre, source, m0, m1): (i, (m0, m1))
             for i, (actor, (m0, m1)) in enumerate(zip(self.actors, todo))
         }
-        results: dict[tuple[int, int], tuple[Tensor, Tensor]] = {}
+        results: dict[tuple[int, int], tuple[Any, Tensor]] = {}
         while pending:
             (ref,), _ = ray.wait(list(pending), num_returns=1)
             slot, shard = pending.pop(ref)
@@ -233,7 +233,8 @@ class RayObjective:
                 self.actors[slot] = self._new_actor()  # keep the pool at its size
                 self.restarts += 1
                 other = (slot + 1) % len(self.actors)  # re-run elsewhere: a live actor
-                pending[self.actors[other].fitness.remote(centre, pert, *shard)] = (other, shard)
+                retry = self.actors[other].run.remote(kind, centre, source, *shard)
+                pending[retry] = (other, shard)
         return results
 
     def close(self) -> None:

@@ -9,7 +9,7 @@ import torch
 from spikeopt import api
 from spikeopt.config import Config, ConfigError, apply
 from spikeopt.methods.es import ES
-from spikeopt.methods.objective import Classification
+from spikeopt.tasks.classification import ClassificationObjective as Classification
 from spikeopt.train.loop import build, train
 from tests.helpers import Crash, crash_after
 

@@ -9,7 +9,7 @@ import torch
 from spikeopt import api
 from spikeopt.config import ConfigError
 from spikeopt.methods.hybrid import combine, project_out
-from spikeopt.methods.objective import Classification
+from spikeopt.tasks.classification import ClassificationObjective as Classification
 from spikeopt.train.loop import build, train
 
 TINY = {"es.population": 16, "model.hidden": [32], "encoder.steps": 4, "trainer.epochs": 2,

@@ -10,7 +10,7 @@ from spikeopt.config import Config, ConfigError, apply
 from spikeopt.functional.loss import make_loss
 from spikeopt.methods import make_method
 from spikeopt.methods.nodepert import node_layers
-from spikeopt.methods.objective import cosine
+from spikeopt.methods.strategy import cosine
 from spikeopt.nn import build_model
 from spikeopt.population import NodeNoise, NodePerturbation, evaluate_samples, perturbed
 from spikeopt.tasks.datasets import load_dataset

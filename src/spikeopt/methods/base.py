@@ -60,6 +60,10 @@ class Method(Protocol):
         """One update on ``batch``; returns the new state and scalar metrics (loss, acc, ...)."""
         ...
 
+    def passes(self, step: int) -> tuple[int, int]:
+        """(forward, backward) passes over one minibatch that update ``step`` costs."""
+        ...
+
     def state_dict(self, state: TrainState) -> dict[str, Any]:
         """Everything needed to continue exactly (tensors and plain values only)."""
         ...

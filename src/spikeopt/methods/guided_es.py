@@ -100,6 +100,11 @@ class GuidedES(Strategy):
         grad_norm = apply_update(state, self.cfg.optim)
         return state, {**gen.metrics, "es_phase": 0.0, "grad_norm": grad_norm}
 
+    def passes(self, step: int) -> tuple[int, int]:
+        """BPTT during warm-up; BPTT and the population after it."""
+        warm = step < self.cfg.guided.warmup_steps
+        return (1, 1) if warm else (1 + self.cfg.es.population, 1)
+
     def centre(self, state: TrainState, gen: Generation) -> None:
         """BPTT for the surrogate gradient, which joins the history that spans U."""
         assert isinstance(state, GuidedState) and self.loss is not None

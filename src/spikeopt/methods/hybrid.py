@@ -87,6 +87,10 @@ class Hybrid(ES):
             raise ConfigError(f"hybrid.lam must be a finite number >= 0, got {h.lam}")
         self.shaping = get_shaping(choose("hybrid.shaping", h.shaping, SHAPINGS))
 
+    def passes(self, step: int) -> tuple[int, int]:
+        """One BPTT pass and the population."""
+        return 1 + self.cfg.es.population, 1
+
     def centre(self, state: TrainState, gen: Generation) -> None:
         """BPTT on the batch: its loss/acc, and the surrogate gradient in ``p.grad``."""
         assert self.loss is not None

@@ -59,18 +59,25 @@ NOISE: tuple[str, ...] = ("held", "step")
 CONV: tuple[str, ...] = ("weight", "node")
 
 
+def layers_of(model: nn.Module) -> nn.ModuleList:
+    """The layers of a built-in SNN, in order."""
+    layers = model.layers
+    assert isinstance(layers, nn.ModuleList), "a model built from spikeopt layers (SNN)"
+    return layers
+
+
 def node_layers(model: nn.Module, conv: str) -> list[int]:
     """Indices of the layers whose currents take node noise: dense and recurrent layers, and
     conv layers when ``conv == 'node'``."""
     kinds: tuple[type, ...] = (LinearLIF, RecurrentLIF) + ((ConvLIF,) if conv == "node" else ())
-    return [i for i, layer in enumerate(model.layers) if type(layer) in kinds]  # type: ignore[arg-type, union-attr]
+    return [i for i, layer in enumerate(layers_of(model)) if type(layer) in kinds]
 
 
 def synapses(layer: nn.Module) -> list[nn.Parameter]:
     """The parameters of a layer's current (what node perturbation estimates)."""
-    parts = [layer.fc] if isinstance(layer, LinearLIF) else []
-    if isinstance(layer, RecurrentLIF):
-        parts = [layer.fc, layer.rec]
+    parts: list[nn.Module] = []
+    if isinstance(layer, (LinearLIF, RecurrentLIF)):
+        parts = [layer.fc, layer.rec] if isinstance(layer, RecurrentLIF) else [layer.fc]
     if isinstance(layer, ConvLIF):
         parts = [layer.conv] + ([layer.bn] if layer.bn is not None else [])
     return [p for m in parts for p in m.parameters() if p.requires_grad]
@@ -84,12 +91,13 @@ def current(layer: nn.Module, h: Tensor, spikes: Tensor, held: bool) -> Tensor:
     x = (h[:, 0] if is_static(h) else h.mean(1)) if held else h
     if isinstance(layer, ConvLIF):
         frames = x if held else x.flatten(0, 1)
-        z = layer.conv(frames)
+        z: Tensor = layer.conv(frames)
         if layer.bn is not None:
             bn = layer.bn
             z = F.batch_norm(z, None, None, bn.weight, bn.bias, True, 0.0, bn.eps)
         return z.flatten(1) if held else z.view(b, steps, -1)
-    out = layer.fc(x)
+    assert isinstance(layer, (LinearLIF, RecurrentLIF))
+    out: Tensor = layer.fc(x)
     if isinstance(layer, RecurrentLIF):  # I[t] = W x[t] + V s[t-1], s[-1] = 0
         prev = F.pad(spikes[:, :-1], (0, 0, 1, 0))
         out = out + layer.rec(prev.sum(1) / steps if held else prev)
@@ -106,7 +114,7 @@ def capture(model: nn.Module, layers: list[int]) -> Iterator[dict[int, tuple[Ten
         def hook(_: nn.Module, args: tuple[Any, ...], out: Any, i: int = i) -> None:
             seen[i] = (args[0].detach(), out[0].detach())
 
-        handles.append(model.layers[i].register_forward_hook(hook))  # type: ignore[index]
+        handles.append(layers_of(model)[i].register_forward_hook(hook))
     try:
         yield seen
     finally:
@@ -172,12 +180,12 @@ class NodePert(Strategy):
         with torch.no_grad():
             for i in layers:
                 h, s = seen[i]
-                z = current(model.layers[i], h, s, held)  # type: ignore[index]
+                z = current(layers_of(model)[i], h, s, held)
                 scale = float(z.std()) if n.sigma_mode == "relative" else 1.0
                 sigmas.append(n.sigma * (scale if scale > 0 else 1.0))
                 shapes.append(tuple(z.shape) if held else (z.shape[1], z.shape[0], z.shape[2]))
                 gen.metrics[f"node_sigma_{i}"] = sigmas[-1]
-        node_params = {id(p) for i in layers for p in synapses(model.layers[i])}  # type: ignore[index]
+        node_params = {id(p) for i in layers for p in synapses(layers_of(model)[i])}
         rest = tuple(j for j, p in enumerate(gen.params) if id(p) not in node_params)
         weights = None
         if rest:
@@ -216,7 +224,7 @@ class NodePert(Strategy):
         grads: dict[int, Tensor] = {}
         batch = samples.shape[1]
         for i, sigma, g in zip(spec.layers, spec.sigmas, cur_grads):
-            layer = model.layers[i]  # type: ignore[index]
+            layer = layers_of(model)[i]
             h, s = gen.aux["seen"][i]
             g = g / (batch * spec.population * sigma)  # ~ d loss / d I, per sample
             if not held:

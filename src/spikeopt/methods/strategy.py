@@ -36,8 +36,9 @@ from spikeopt.methods.base import (
     build_optimizer,
     load_base_state,
 )
-from spikeopt.methods.objective import Classification, Objective, cosine
 from spikeopt.population import get_shaping, perturbed, tie_fraction
+from spikeopt.tasks.base import Objective
+from spikeopt.tasks.classification import ClassificationObjective
 
 SIGMA_SCHEDULES: tuple[str, ...] = ("constant", "exponential", "linear")
 
@@ -79,6 +80,14 @@ def cap_update(params: list[nn.Parameter], before: list[Tensor], max_norm: float
                 p.copy_(b + d * (max_norm / norm))
             norm = max_norm
     return norm
+
+
+def cosine(a: list[Tensor], b: list[Tensor]) -> float:
+    """Cosine similarity of two parameter-shaped tensor lists, as flat vectors."""
+    dot = sum(float((x * y).sum()) for x, y in zip(a, b))
+    na = math.sqrt(sum(float(x.pow(2).sum()) for x in a))
+    nb = math.sqrt(sum(float(y.pow(2).sum()) for y in b))
+    return dot / (na * nb) if na > 0 and nb > 0 else math.nan
 
 
 def fitness_stats(f: Tensor) -> dict[str, float]:
@@ -140,7 +149,7 @@ class Strategy:
         e = cfg.es
         self.cfg, self.loss = cfg, loss
         self.objective: Objective = (
-            objective if objective is not None else Classification(loss, e)  # type: ignore[arg-type]
+            objective if objective is not None else ClassificationObjective(loss, e)  # type: ignore[arg-type]
         )
         if e.cosine_every < 0:
             raise ConfigError(f"es.cosine_every must be >= 0 (0 = off), got {e.cosine_every}")
@@ -212,6 +221,12 @@ class Strategy:
         else:
             gen.metrics.update(self._apply(state, gen.params, grads))
         return state, {**gen.metrics, **fitness_stats(gen.fitness)}
+
+    def passes(self, step: int) -> tuple[int, int]:
+        """The centre and every member forward; a BPTT pass when the cosine is due."""
+        every = self.cfg.es.cosine_every
+        extra = int(every > 0 and step % every == 0)
+        return 1 + self.cfg.es.population + extra, extra
 
     def _cosine(self, state: TrainState, gen: Generation, grads: list[Tensor] | None) -> None:
         """``cos_surrogate`` when BPTT ran anyway or every ``es.cosine_every`` steps."""

@@ -40,6 +40,10 @@ class Surrogate:
         metrics = backprop(state, self.loss, batch)
         return state, {**metrics, "grad_norm": apply_update(state, self.cfg.optim)}
 
+    def passes(self, step: int) -> tuple[int, int]:
+        """One forward and one backward pass."""
+        return 1, 1
+
     def state_dict(self, state: TrainState) -> dict[str, Any]:
         """Model, optimizer and step counter."""
         return base_state_dict(state)

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from spikeopt.config import ConfigError
-from spikeopt.population.noise import ChunkNoise, Eps, Noise, Perturbation, stream_seed
+from spikeopt.population.noise import ChunkNoise, Noise, Perturbation, stream_seed
 
 NODE_STREAM = 0x6E6F6465  # the node noise of a run is a stream apart from its weight noise
 
@@ -75,15 +75,16 @@ class NodeNoise:
 
     def members(self, m0: int, m1: int) -> ChunkNoise:
         """Members ``m0 .. m1-1``: scaled, signed current noise plus any weight noise."""
-        signed = self.node.members(m0, m1)
-        node = {id(n): sigma * _tensor(e)
-                for n, sigma, e in zip(self.neurons, self.spec.sigmas, signed._eps)}  # fmt: skip
+        k0 = m0 // 2
+        pairs = self.pairs(k0, (m1 + 1) // 2)
+        node = {}
+        for neuron, sigma, e in zip(self.neurons, self.spec.sigmas, pairs):
+            # +sigma e, -sigma e written straight into the members' slots: one pass, no copies
+            signed = e.new_empty(2 * e.shape[0], *e.shape[1:])
+            torch.mul(e, sigma, out=signed[0::2])
+            torch.mul(e, -sigma, out=signed[1::2])
+            node[id(neuron)] = signed[m0 - 2 * k0 : m1 - 2 * k0]
         if self.weights is None:
             return ChunkNoise([], [], 1.0, node, size=m1 - m0)
         w = self.weights.members(m0, m1)
         return ChunkNoise(self.wparams, w._eps, w.sigma, node)
-
-
-def _tensor(e: Eps) -> Tensor:
-    assert isinstance(e, Tensor), "node noise is full-rank"
-    return e
