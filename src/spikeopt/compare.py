@@ -24,22 +24,19 @@ from spikeopt.functional.loss import make_loss
 from spikeopt.methods import METHODS, make_method
 from spikeopt.train import outputs as io
 
-# compare name -> the keys it sets on top of the recipe (any registered method name also works)
+# Compare names beyond the registered methods' own: a method with some of its keys set.
 VARIANTS: dict[str, dict[str, Any]] = {
-    "surrogate": {"method.name": "surrogate"},
-    "es": {"method.name": "es"},
     "hybrid": {"method.name": "hybrid", "hybrid.normalize": False},
     "hybrid-norm": {"method.name": "hybrid", "hybrid.normalize": True},
-    "guided-es": {"method.name": "guided-es"},
 }
 
 
 def variant(name: str) -> dict[str, Any]:
-    """The overrides that turn a recipe into method ``name``; the error lists the valid names."""
+    """The overrides that turn a recipe into ``name`` (a registered method or a variant);
+    the error lists the valid names."""
     if name in VARIANTS:
         return dict(VARIANTS[name])
-    valid = list(VARIANTS) + [m for m in METHODS if m not in VARIANTS]
-    return {"method.name": C.choose("--methods", name, valid)}
+    return {"method.name": C.choose("--methods", name, [*METHODS, *VARIANTS])}
 
 
 def parse_method_overrides(
@@ -57,29 +54,29 @@ def parse_method_overrides(
     return out
 
 
-def cost_per_step(cfg: C.Config, step: int) -> tuple[int, int]:
-    """(forward passes, backward passes) of training step ``step``, each over one minibatch.
+def _passes(cfg: C.Config) -> Any:
+    """The method's own ``passes(step)``, or None when it does not count them."""
+    return getattr(make_method(cfg, None), "passes", None)
 
-    A BPTT pass is one forward plus one backward; an ES member is one forward. Test-set
-    evaluation is the same for every method and is not counted. Methods not listed here
-    (snes, cma, ...) give (-1, -1): unknown, never guessed.
+
+def cost_per_step(cfg: C.Config, step: int) -> tuple[int, int]:
+    """(forward passes, backward passes) of training step ``step``, each over one minibatch,
+    as the method counts them (``Method.passes``).
+
+    A BPTT pass is one forward plus one backward; a population member is one forward.
+    Test-set evaluation is the same for every method and is not counted. A method that does
+    not count its passes (snes, cma, ...) gives (-1, -1): unknown, never guessed.
     """
-    name, pop = cfg.method.name, cfg.es.population
-    if name == "surrogate":
-        return 1, 1
-    if name == "es":  # centre forward + members, and a BPTT pass on cosine steps
-        extra = int(cfg.es.cosine_every > 0 and step % cfg.es.cosine_every == 0)
-        return 1 + pop + extra, extra
-    if name == "hybrid":
-        return 1 + pop, 1
-    if name == "guided-es":
-        return (1, 1) if step < cfg.guided.warmup_steps else (1 + pop, 1)
-    return -1, -1
+    passes = _passes(cfg)
+    return passes(step) if passes is not None else (-1, -1)
 
 
 def evaluations(cfg: C.Config, steps: int) -> tuple[int, int]:
     """Total (forward, backward) passes of ``steps`` training steps (-1 if unknown)."""
-    costs = [cost_per_step(cfg, s) for s in range(steps)]
+    passes = _passes(cfg)
+    if passes is None:
+        return -1, -1
+    costs = [passes(s) for s in range(steps)]
     if any(f < 0 for f, _ in costs):
         return -1, -1
     return sum(f for f, _ in costs), sum(b for _, b in costs)

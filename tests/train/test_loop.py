@@ -312,3 +312,22 @@ def test_compiled_training_follows_the_eager_run(tmp_path):
     compiled = api.run("digits-mlp-surrogate", tiny, out=tmp_path / "compiled", quiet=True)
     for key in ("train_acc", "test_acc", "test_loss"):
         assert compiled[key] == pytest.approx(eager[key], rel=1e-4, abs=1e-4), key
+
+
+def test_fluct_init_fits_the_model_to_real_batches_before_training():
+    # model.init=fluct: the built model's hidden free membranes sit at the target on real
+    # batches (the statistics themselves are tested in tests/nn/test_init.py)
+    over = {"model.init": "fluct", "trainer.epochs": 1, "trainer.progress": False}
+    default, fluct = (build(api.resolve("digits-mlp-surrogate", o))
+                      for o in ({**over, "model.init": "default"}, over))  # fmt: skip
+    x = fluct.encode(fluct.data.x_train[:128], None)
+    with torch.no_grad():
+        before = default.model.layers[0].fc(x[:, 0].flatten(1))
+        after = fluct.model.layers[0].fc(x[:, 0].flatten(1))
+    assert not torch.allclose(before, after)  # the weights were refitted
+    assert abs(float(after.mean())) < 0.1 * float(after.std())  # centred (signed input: bias)
+    again = build(api.resolve("digits-mlp-surrogate", over))
+    pairs = zip(fluct.model.parameters(), again.model.parameters())
+    assert all(torch.equal(a, b) for a, b in pairs)  # deterministic from the seed
+    with pytest.raises(ConfigError, match="model.init=fluct"):
+        build(api.resolve("nav-reinforce", {"model.init": "fluct"}))

@@ -46,7 +46,11 @@ class TrainState:
 
 
 class Method(Protocol):
-    """init -> step, step, ...; state_dict/load_state_dict make runs resumable."""
+    """init -> step, step, ...; state_dict/load_state_dict make runs resumable.
+
+    A method may also count its cost: ``passes(step) -> (forward, backward)`` passes over one
+    minibatch for update ``step`` (what ``spikeopt compare`` reports).
+    """
 
     name: str
     population: bool  # True: evaluates a population through an Objective (es.* applies)
@@ -58,10 +62,6 @@ class Method(Protocol):
 
     def step(self, state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, float]]:
         """One update on ``batch``; returns the new state and scalar metrics (loss, acc, ...)."""
-        ...
-
-    def passes(self, step: int) -> tuple[int, int]:
-        """(forward, backward) passes over one minibatch that update ``step`` costs."""
         ...
 
     def state_dict(self, state: TrainState) -> dict[str, Any]:

@@ -45,6 +45,12 @@ class ES(Strategy):
         e = self.cfg.es
         return Perturbation(e.population, sigma_at(step, e), e.rank, e.mode, self.seed, step)
 
+    def passes(self, step: int) -> tuple[int, int]:
+        """The centre and every member forward; a BPTT pass when the cosine is due."""
+        every = self.cfg.es.cosine_every
+        extra = int(every > 0 and step % every == 0)
+        return 1 + self.cfg.es.population + extra, extra
+
     def ask(self, state: TrainState, gen: Generation) -> Perturbation:
         """Seeds of this generation's antithetic pairs."""
         pert = self.perturbation(state.step)

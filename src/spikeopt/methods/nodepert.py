@@ -43,6 +43,7 @@ from torch import Tensor, nn
 
 from spikeopt.config import Config, ConfigError, choose
 from spikeopt.methods.base import TrainState
+from spikeopt.methods.es import ES
 from spikeopt.methods.strategy import Generation, Strategy, check_sigma, forked_rng, sigma_at
 from spikeopt.nn.layers import ConvLIF, LinearLIF, RecurrentLIF, is_static
 from spikeopt.population import (
@@ -162,6 +163,8 @@ class NodePert(Strategy):
         if not node_layers(model, cfg.nodepert.conv):
             raise ConfigError("method.name=nodepert found no dense or recurrent layer to perturb")
         return {}
+
+    passes = ES.passes  # the base pass and every member forward (+ BPTT on cosine steps)
 
     def centre(self, state: TrainState, gen: Generation) -> None:
         """The base pass: centre metrics, and every node layer's input and spikes."""

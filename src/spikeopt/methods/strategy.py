@@ -222,12 +222,6 @@ class Strategy:
             gen.metrics.update(self._apply(state, gen.params, grads))
         return state, {**gen.metrics, **fitness_stats(gen.fitness)}
 
-    def passes(self, step: int) -> tuple[int, int]:
-        """The centre and every member forward; a BPTT pass when the cosine is due."""
-        every = self.cfg.es.cosine_every
-        extra = int(every > 0 and step % every == 0)
-        return 1 + self.cfg.es.population + extra, extra
-
     def _cosine(self, state: TrainState, gen: Generation, grads: list[Tensor] | None) -> None:
         """``cos_surrogate`` when BPTT ran anyway or every ``es.cosine_every`` steps."""
         estimate = gen.estimate if gen.estimate is not None else grads

@@ -166,7 +166,8 @@ class ConvLIF(nn.Module):
 
 def init_weights(model: nn.Module, scheme: str, out_layer: nn.Module, out_scale: float) -> None:
     """Initialise conv/linear weights by ``scheme`` and scale the output layer's weights."""
-    choose("model.init", scheme, ("default", "kaiming", "xavier"))
+    # fluct starts from the default init; the task then fits it to real batches (nn/init.py)
+    choose("model.init", scheme, ("default", "kaiming", "xavier", "fluct"))
     for m in model.modules():
         if not isinstance(m, (nn.Linear, nn.Conv2d)):
             continue

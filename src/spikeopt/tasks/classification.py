@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from spikeopt import config as C
 from spikeopt.functional.loss import Loss, make_loss
-from spikeopt.nn import build_model
+from spikeopt.nn import build_model, fluct_init
 from spikeopt.population import Source, chunk_size, evaluate_samples
 from spikeopt.population import evaluate as population_fitness
 from spikeopt.tasks.base import Batch, ModelFn, Row, Step, check_model
@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 EVAL_SEED = 12345  # the test encoding's generator: trainer.seed + this, every epoch
+FLUCT_STREAM = 3  # the generator stream model.init=fluct draws its batches from
 
 
 class ClassificationObjective:
@@ -147,6 +148,8 @@ class ClassificationTask:
             check_model(self.model, self.example(2), n_out)
         else:
             self.model = build_model(cfg, shape, data.n_classes).to(device)
+        if cfg.model.init == "fluct":  # data-driven: measured on real training batches
+            self._fluct_init()
         self.loss: Loss = (
             loss_fn(cfg)
             if loss_fn
@@ -158,6 +161,18 @@ class ClassificationTask:
         self.epochs = cfg.trainer.epochs
         self.batch_size = min(cfg.data.batch_size, len(data.x_train))
         self.steps = cfg.trainer.steps_per_epoch or math.ceil(len(data.x_train) / self.batch_size)
+
+    def _fluct_init(self) -> None:
+        """``model.init=fluct``: :func:`spikeopt.nn.init.fluct_init` on the first
+        ``model.fluct_batches`` training minibatches of a generator of their own (so the rest
+        of the run draws exactly what it would have)."""
+        m, x = self.cfg.model, self.data.x_train
+        bs = min(self.cfg.data.batch_size, len(x))
+        g = generator(self.cfg.trainer.seed, 0, FLUCT_STREAM, torch.device("cpu"))
+        noise = generator(self.cfg.trainer.seed, 0, FLUCT_STREAM, self.device)
+        batches = [self.encode(x[torch.randperm(len(x), generator=g)[:bs]].to(self.device), noise)
+                   for _ in range(max(1, m.fluct_batches))]  # fmt: skip
+        fluct_init(self.model, batches, m.fluct_xi, m.fluct_alpha, m.fluct_batches)
 
     @staticmethod
     def planned_rows(cfg: C.Config, population: bool) -> int:

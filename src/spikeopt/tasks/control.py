@@ -189,6 +189,11 @@ class ControlTask:
                 "rl.converge_window must be >= 1, rl.converge_level in (0, 1] and "
                 "rl.baseline_episodes >= 0"
             )
+        if cfg.model.init == "fluct":
+            raise C.ConfigError(
+                "model.init=fluct fits the weights to batches of real inputs, which a control "
+                "task does not have before it acts; use model.init=default | kaiming | xavier"
+            )
         self.cfg, self.population = cfg, population
         self.env = make_env(cfg.env)
         torch.manual_seed(cfg.trainer.seed)
