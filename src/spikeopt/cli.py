@@ -11,7 +11,8 @@ from typing import Any
 
 from spikeopt import api
 from spikeopt import config as C
-from spikeopt.recipes import get_recipe, list_recipes
+from spikeopt.methods import METHODS
+from spikeopt.recipes import APPLICATIONS, get_recipe, list_recipes
 from spikeopt.tasks.datasets import DataError
 from spikeopt.tune.command import add_parser as add_tune_parser
 
@@ -19,10 +20,15 @@ from spikeopt.tune.command import add_parser as add_tune_parser
 def _list(args: argparse.Namespace) -> int:
     filters = {k: v for k, v in (("method", args.method), ("application", args.application)) if v}
     rows = list_recipes(**filters)
+    if not rows:
+        wanted = " and ".join(f"{k}={v}" for k, v in filters.items())
+        hint = f"; run another recipe with method.name={args.method}" if args.method else ""
+        print(f"no recipe has {wanted}{hint} (`spikeopt list` shows all)")
+        return 0
     w = max((len(r.name) for r in rows), default=4)
-    print(f"{'recipe':<{w}}  {'application':<24}  {'method':<24}  architecture")
+    print(f"{'recipe':<{w}}  {'application':<12}  {'method':<10}  architecture")
     for r in rows:
-        print(f"{r.name:<{w}}  {r.application:<24}  {r.method:<24}  {r.architecture}")
+        print(f"{r.name:<{w}}  {r.application:<12}  {r.method:<10}  {r.architecture}")
         if args.verbose:
             print(f"{'':<{w}}  {r.summary}")
     return 0
@@ -121,8 +127,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spikeopt", description="Train spiking neural networks.")
     sub = p.add_subparsers(dest="command", required=True)
     ls = sub.add_parser("list", help="list recipes")
-    ls.add_argument("--method")
-    ls.add_argument("--application")
+    ls.add_argument("--method", choices=list(METHODS), help="recipes trained by this method")
+    ls.add_argument("--application", choices=APPLICATIONS, help="recipes of this application")
     ls.add_argument("-v", "--verbose", action="store_true", help="with one-line summaries")
     ls.set_defaults(fn=_list)
     sh = sub.add_parser("show", help="print a recipe's resolved config, one documented key a line")
