@@ -159,6 +159,9 @@ class NodePertConfig:
     )
     noise: str = doc("held", "held: one draw per sample held over the sequence | step: per step")
     conv: str = doc("weight", "conv layers: weight (low-rank weight noise, es.*) | node")
+    split: str = doc(
+        "joint", "joint: every pair perturbs every layer | layer: each pair one layer, ~sqrt(dim)"
+    )
 
 
 @dataclass

@@ -52,12 +52,14 @@ from spikeopt.population import (
     NodePerturbation,
     Perturbation,
     estimate,
+    split_pairs,
     supports,
 )
 
 SIGMA_MODES: tuple[str, ...] = ("relative", "absolute")
 NOISE: tuple[str, ...] = ("held", "step")
 CONV: tuple[str, ...] = ("weight", "node")
+SPLIT: tuple[str, ...] = ("joint", "layer")
 
 
 def layers_of(model: nn.Module) -> nn.ModuleList:
@@ -140,6 +142,7 @@ class NodePert(Strategy):
         choose("nodepert.sigma_mode", n.sigma_mode, SIGMA_MODES)
         choose("nodepert.noise", n.noise, NOISE)
         choose("nodepert.conv", n.conv, CONV)
+        choose("nodepert.split", n.split, SPLIT)
         if not (math.isfinite(n.sigma) and n.sigma > 0):
             raise ConfigError(f"nodepert.sigma must be a finite number > 0, got {n.sigma}")
         if cfg.es.population < 2 or cfg.es.population % 2:
@@ -195,8 +198,11 @@ class NodePert(Strategy):
             sigma = sigma_at(state.step, e)
             weights = Perturbation(e.population, sigma, e.rank, e.mode, self.seed, state.step)
             gen.metrics["sigma"] = sigma
+        assign = ()
+        if n.split == "layer":  # each pair perturbs one layer: no other layer's noise in its
+            assign = split_pairs(e.population // 2, [math.prod(s[:-2] + s[-1:]) for s in shapes])
         return NodePerturbation(e.population, tuple(layers), tuple(sigmas), tuple(shapes),
-                                self.seed, state.step, weights, rest)  # fmt: skip
+                                self.seed, state.step, weights, rest, assign)  # fmt: skip
 
     def evaluate(self, state: TrainState, gen: Generation) -> Tensor:
         """Every member's per-sample losses (forked RNG: the base pass's dropout masks)."""
@@ -218,18 +224,21 @@ class NodePert(Strategy):
         noise = NodeNoise(model, gen.params, spec)
         like = gen.params[0]
         cur_grads = [like.new_zeros(shape) for shape in spec.shapes]
-        for k0 in range(0, spec.population // 2, PAIRS_PER_BLOCK):
-            k1 = min(k0 + PAIRS_PER_BLOCK, spec.population // 2)
-            d = diff[k0:k1]
-            for g, xi in zip(cur_grads, noise.pairs(k0, k1)):
+        pairs = spec.population // 2
+        assign = torch.tensor(spec.assign) if spec.assign else None
+        for k0 in range(0, pairs, PAIRS_PER_BLOCK):
+            k1 = min(k0 + PAIRS_PER_BLOCK, pairs)
+            for j, (g, xi) in enumerate(zip(cur_grads, noise.pairs(k0, k1))):
+                d = diff[k0:k1] if assign is None else diff[k0:k1] * (assign[k0:k1, None] == j)
                 # held xi (K, B, N); step xi (K, T, B, N): the sample axis is second to last
                 g += torch.einsum("kb,k...bn->...bn", d.to(xi.dtype), xi)
         grads: dict[int, Tensor] = {}
         batch = samples.shape[1]
-        for i, sigma, g in zip(spec.layers, spec.sigmas, cur_grads):
+        for j, (i, sigma, g) in enumerate(zip(spec.layers, spec.sigmas, cur_grads)):
             layer = layers_of(model)[i]
             h, s = gen.aux["seen"][i]
-            g = g / (batch * spec.population * sigma)  # ~ d loss / d I, per sample
+            own = spec.assign.count(j) if spec.assign else pairs  # the pairs that perturbed it
+            g = g / (batch * 2 * own * sigma)  # ~ d loss / d I, per sample
             if not held:
                 g = g.transpose(0, 1)  # (T, B, N) -> (B, T, N), the current's layout
             params = synapses(layer)

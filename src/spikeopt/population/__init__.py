@@ -14,7 +14,7 @@ from spikeopt.population.evaluate import (
     members_of,
 )
 from spikeopt.population.layers import Context, snn_forward, supports
-from spikeopt.population.node import NodeNoise, NodePerturbation
+from spikeopt.population.node import NodeNoise, NodePerturbation, split_pairs
 from spikeopt.population.noise import (
     MODES,
     PAIRS_PER_BLOCK,
@@ -51,6 +51,7 @@ __all__ = [
     "members_of",
     "perturbed",
     "snn_forward",
+    "split_pairs",
     "supports",
     "tie_fraction",
 ]

@@ -40,6 +40,8 @@ class NodePerturbation:
     generation: int
     weights: Perturbation | None = None  # weight noise of ``weight_params``, same members
     weight_params: tuple[int, ...] = ()  # indices into ``perturbed(model)``
+    assign: tuple[int, ...] = ()  # per pair, the one node layer (position in ``layers``) it
+    # perturbs; () = every pair perturbs every node layer at once
 
     def __post_init__(self) -> None:
         if self.population < 2 or self.population % 2:
@@ -48,6 +50,29 @@ class NodePerturbation:
             )
         if not (len(self.layers) == len(self.sigmas) == len(self.shapes)):
             raise ValueError("one sigma and one shape per node layer")
+        if self.assign and len(self.assign) != self.population // 2:
+            raise ValueError("assign gives one node layer per antithetic pair")
+
+
+def split_pairs(pairs: int, dims: Sequence[int]) -> tuple[int, ...]:
+    """Each of ``pairs`` pairs assigned one layer, in proportion to sqrt(dim) of the layers
+    (what minimises the summed variance of their estimates, each ~ dim / pairs), interleaved
+    so every chunk of members mixes the layers; every layer gets at least one pair."""
+    if pairs < len(dims):
+        raise ConfigError(
+            f"nodepert.split=layer needs at least one antithetic pair per node layer: "
+            f"{len(dims)} layers, es.population={2 * pairs}"
+        )
+    weights = [d**0.5 for d in dims]
+    total = sum(weights)
+    share = [1 + (pairs - len(dims)) * w / total for w in weights]  # one each, then sqrt(dim)
+    counts = [0] * len(dims)
+    out = []
+    for k in range(pairs):  # stride scheduling: the layer furthest behind its share goes next
+        j = max(range(len(dims)), key=lambda i: share[i] * (k + 1) / pairs - counts[i])
+        counts[j] += 1
+        out.append(j)
+    return tuple(out)
 
 
 class NodeNoise:
@@ -78,7 +103,11 @@ class NodeNoise:
         k0 = m0 // 2
         pairs = self.pairs(k0, (m1 + 1) // 2)
         node = {}
-        for neuron, sigma, e in zip(self.neurons, self.spec.sigmas, pairs):
+        for j, (neuron, sigma, e) in enumerate(zip(self.neurons, self.spec.sigmas, pairs)):
+            if self.spec.assign:  # only the pairs assigned to this layer perturb it
+                own = [a == j for a in self.spec.assign[k0 : k0 + e.shape[0]]]
+                mask = torch.tensor(own, dtype=e.dtype, device=e.device)
+                e = e * mask.view(-1, *[1] * (e.dim() - 1))
             # +sigma e, -sigma e written straight into the members' slots: one pass, no copies
             signed = e.new_empty(2 * e.shape[0], *e.shape[1:])
             torch.mul(e, sigma, out=signed[0::2])
