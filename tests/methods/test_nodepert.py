@@ -133,3 +133,22 @@ def test_models_off_the_batched_path_are_refused_clearly():
     method = make_method(cfg, make_loss(cfg.loss))
     with pytest.raises(ConfigError, match="spikeopt layers"):
         method.init(build_model(cfg, (64,), 10), cfg)
+
+
+def test_split_gives_each_pair_one_layer_in_proportion_to_sqrt_dim(digits):
+    from spikeopt.population import split_pairs
+
+    assign = split_pairs(16, [400, 100])
+    assert assign.count(0) > assign.count(1) >= 1 and len(assign) == 16
+    assert set(assign[:4]) == {0, 1}  # interleaved: every chunk mixes the layers
+    with pytest.raises(ConfigError, match="one antithetic pair per node layer"):
+        split_pairs(1, [10, 10])
+    _, model, _, _, _ = _setup(**{"model.hidden": [24]})
+    params = [p for _, p in perturbed(model)]
+    spec = NodePerturbation(8, (0, 1), (0.3, 0.2), ((64, 24), (64, 10)), 5, 2,
+                            assign=(0, 1, 0, 0))  # fmt: skip
+    chunk = NodeNoise(model, params, spec).members(0, 8).node
+    hidden, readout = (chunk[id(model.layers[i].neuron)] for i in (0, 1))
+    own = torch.tensor([0, 0, 1, 1, 0, 0, 0, 0], dtype=torch.bool)  # members of pair 1 -> readout
+    assert hidden[own].abs().sum() == 0 and readout[~own].abs().sum() == 0
+    assert hidden[~own].abs().sum() > 0 and readout[own].abs().sum() > 0
