@@ -1,11 +1,15 @@
 """Config: dotted overrides, YAML files, and errors that name the key and the fix."""
 
+import typing
+from typing import Any
+
 import pytest
 
 from spikeopt.config import (
     Config,
     ConfigError,
     apply,
+    check_choices,
     dump_yaml,
     from_dict,
     key_docs,
@@ -13,6 +17,27 @@ from spikeopt.config import (
     parse_overrides,
     to_dict,
 )
+from spikeopt.functional.composite import TERMS
+from spikeopt.functional.loss import LOSSES
+from spikeopt.functional.neuron import RESETS
+from spikeopt.functional.surrogate import SURROGATES
+from spikeopt.methods import METHODS
+from spikeopt.methods.base import OPTIMIZERS
+from spikeopt.methods.cma_es import CMA_DIAGONAL
+from spikeopt.methods.nodepert import CONV, NOISE, SIGMA_MODES, SPLIT
+from spikeopt.methods.reinforce import BASELINES, NORMALIZE
+from spikeopt.methods.strategy import SIGMA_SCHEDULES
+from spikeopt.nn.layers import INITS, NORMS, POOLS
+from spikeopt.nn.models import ARCHS, OUTPUT_LAYERS
+from spikeopt.nn.policies import OBS_ENCODINGS, READOUTS
+from spikeopt.population import MODES, RANDOMNESS, SHAPINGS
+from spikeopt.tasks.datasets import AUGMENTATIONS
+from spikeopt.tasks.encoders import ENCODERS
+from spikeopt.tasks.envs import ENVS
+from spikeopt.tasks.readers import DATASET_READERS
+from spikeopt.train.experiment import DEVICES, TASKS
+from spikeopt.train.loop import EARLY_STOP_MODES, GOALS
+from spikeopt.train.schedules import ALPHA_SCHEDULES, LR_SCHEDULES
 
 
 def test_every_key_has_a_doc():
@@ -97,3 +122,93 @@ def test_yaml_errors(tmp_path):
     scalar.write_text("3\n")
     with pytest.raises(ConfigError, match="must hold a mapping"):
         load_yaml(str(scalar))
+
+
+# ---------------------------------------------------------------- named choices
+
+# Every Literal-typed key -> the registry that implements its names (dict keys or a tuple).
+REGISTRIES: dict[str, Any] = {
+    "data.name": DATASET_READERS,
+    "data.augment": AUGMENTATIONS,
+    "encoder.kind": ENCODERS,
+    "model.arch": ARCHS,
+    "model.pool": POOLS,
+    "model.norm": NORMS,
+    "model.readout": OUTPUT_LAYERS,
+    "model.init": INITS,
+    "neuron.reset": RESETS,
+    "neuron.surrogate": SURROGATES,
+    "neuron.alpha_schedule": ALPHA_SCHEDULES,
+    "method.name": METHODS,
+    "env.name": ENVS,
+    "policy.readout": READOUTS,
+    "policy.obs_encoding": OBS_ENCODINGS,
+    "rl.normalize": NORMALIZE,
+    "rl.baseline": BASELINES,
+    "es.mode": MODES,
+    "es.shaping": SHAPINGS,
+    "es.sigma_schedule": SIGMA_SCHEDULES,
+    "es.vmap_randomness": RANDOMNESS,
+    "es.cma_diagonal": CMA_DIAGONAL,
+    "nodepert.sigma_mode": SIGMA_MODES,
+    "nodepert.noise": NOISE,
+    "nodepert.conv": CONV,
+    "nodepert.split": SPLIT,
+    "hybrid.shaping": SHAPINGS,
+    "optim.name": OPTIMIZERS,
+    "sched.name": LR_SCHEDULES,
+    "trainer.device": DEVICES,
+    "trainer.task": TASKS,
+    "loss.name": LOSSES,
+    "loss.terms": TERMS,
+    "early_stop.mode": EARLY_STOP_MODES,
+    "early_stop.goal": GOALS,
+}
+
+
+def literal_keys() -> dict[str, tuple[str, ...]]:
+    """Every dotted key whose type is a Literal (or a list of one), with its names."""
+    out = {}
+    for section, cls in typing.get_type_hints(Config).items():
+        for name, tp in typing.get_type_hints(cls).items():
+            if typing.get_origin(tp) is list:
+                tp = typing.get_args(tp)[0]
+            if typing.get_origin(tp) is typing.Literal:
+                out[f"{section}.{name}"] = typing.get_args(tp)
+    return out
+
+
+def test_every_named_choice_equals_the_registry_that_implements_it():
+    typed = literal_keys()
+    assert set(typed) == set(REGISTRIES), "a Literal-typed key needs its registry here"
+    for key, names in typed.items():
+        # the same names in the same order: check_choices lists them as the registry does
+        assert names == tuple(REGISTRIES[key]), key
+
+
+def test_choices_are_checked_per_section_not_when_set():
+    cfg = apply(Config(), {"model.arch": "transformr", "loss.terms": ["ce", "l2"]})
+    assert cfg.model.arch == "transformr"  # apply takes any name; the builder checks it
+    check_choices(cfg.encoder)  # an untouched section passes
+    with pytest.raises(ConfigError) as err:
+        check_choices(cfg.model)
+    assert str(err.value) == "model.arch: unknown value 'transformr'; valid: mlp, conv, rsnn, cnn"
+    with pytest.raises(ConfigError, match="loss.terms: unknown value 'l2'; valid: ce, mse"):
+        check_choices(cfg.loss)
+    with pytest.raises(ConfigError, match="model.arch"):  # a whole config: section by section
+        check_choices(cfg)
+    bad = apply(Config(), {"optim.name": "adm"})
+    with pytest.raises(ConfigError, match=r"optim.name: unknown value 'adm' \(did you mean 'adam'"):
+        check_choices(bad.optim)
+    with pytest.raises(ConfigError, match="model.arch: expected str, got 3"):
+        apply(Config(), {"model.arch": 3})
+
+
+def test_show_lists_the_names_of_every_choice():
+    docs = key_docs()
+    for key, names in literal_keys().items():  # config.choices reads the same Literal
+        assert docs[key][1].endswith(f"one of: {' | '.join(names)}"), key
+    assert docs["encoder.kind"][1].endswith(
+        "one of: repeat | rate | deterministic | latency | sequence"
+    )
+    assert "one of" not in docs["optim.lr"][1]

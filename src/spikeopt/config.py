@@ -13,9 +13,57 @@ import re
 import types
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+
+# ---------------------------------------------------------------- named choices
+# Every key that names one of a fixed set of things is typed by one of these, written once:
+# `spikeopt show` lists the values from here, :func:`check_choices` validates them, and
+# tests/test_config.py holds each equal to the keys of the registry that implements it.
+
+# data, encoder, env: tasks/ (readers.DATASET_READERS, datasets.AUGMENTATIONS, ENCODERS, ENVS)
+DatasetName = Literal["digits", "mnist1d", "mnist", "fashion", "cifar10"]
+Augmentation = Literal["none", "flip", "flip-crop"]
+EncoderKind = Literal["repeat", "rate", "deterministic", "latency", "sequence"]
+EnvName = Literal["chemotaxis", "foraging", "cartpole", "acrobot"]
+# model, policy: nn/ (models.ARCHS, OUTPUT_LAYERS; layers.POOLS, NORMS, INITS; policies.*)
+Arch = Literal["mlp", "conv", "rsnn", "cnn"]
+Pool = Literal["avg", "max", "none"]
+Norm = Literal["none", "batch"]
+OutputLayer = Literal["lif", "li"]
+InitScheme = Literal["default", "kaiming", "xavier", "fluct"]
+PolicyReadout = Literal["membrane", "rate"]
+ObsEncoding = Literal["raw", "signed"]
+# neuron, loss: functional/ (neuron.RESETS, SURROGATES, LOSSES, composite.TERMS)
+ResetMode = Literal["subtract", "zero"]
+SurrogateName = Literal["sigmoid", "fast_sigmoid", "arctan", "boxcar", "triangle"]
+LossName = Literal["ce_count", "mse_count", "ce_mean", "ce_max", "ce_final"]
+LossTerm = Literal["ce", "mse", "rate", "wlimit"]
+# es: population/ (noise.MODES, SHAPINGS, vmap.RANDOMNESS) and methods/ (strategy, cma_es)
+PerturbationMode = Literal["lowrank", "full"]
+ShapingName = Literal["centered_rank", "nes_utility", "zscore", "raw"]
+VmapRandomness = Literal["same", "different"]
+SigmaSchedule = Literal["constant", "exponential", "linear"]
+CmaDiagonal = Literal["auto", "true", "false"]
+# method, nodepert, rl, optim: methods/ (METHODS, nodepert.*, reinforce.*, base.OPTIMIZERS)
+MethodName = Literal[
+    "surrogate", "es", "nodepert", "reinforce", "snes", "cma", "hybrid", "guided-es"
+]
+NodeSigmaMode = Literal["relative", "absolute"]
+NodeNoiseMode = Literal["held", "step"]
+NodeConvMode = Literal["weight", "node"]
+NodeSplit = Literal["joint", "layer"]
+RLNormalize = Literal["returns", "advantages", "none"]
+RLBaseline = Literal["ema", "none"]
+OptimName = Literal["adam", "adamw", "sgd"]
+# sched, trainer, early_stop, neuron.alpha_schedule: train/ (schedules, experiment, loop)
+LRSchedule = Literal["none", "step", "multistep", "cosine", "plateau", "exponential"]
+AlphaSchedule = Literal["constant", "linear", "cosine", "exp", "step"]
+Device = Literal["auto", "cpu", "cuda"]
+TaskKind = Literal["classification", "control"]
+EarlyStopMode = Literal["none", "threshold", "patience"]
+Goal = Literal["max", "min"]
 
 
 class ConfigError(ValueError):
@@ -33,7 +81,7 @@ def doc(default: Any, text: str) -> Any:
 class DataConfig:
     """Which dataset, which subset, how it is batched."""
 
-    name: str = doc("digits", "dataset: digits | mnist1d | mnist | fashion | cifar10")
+    name: DatasetName = doc("digits", "dataset")
     root: str = doc("", "folder or tarball with the dataset files (mnist, fashion, cifar10)")
     source: str = doc("auto", "cifar10 source: auto | pickle | folder | hf")
     n_train: int = doc(0, "class-balanced training subset size (0 = the whole split)")
@@ -42,7 +90,7 @@ class DataConfig:
     batch_size: int = doc(128, "training minibatch size")
     eval_batch_size: int = doc(1000, "batch size for evaluation passes")
     normalize: bool = doc(False, "standardise inputs per channel with training-set statistics")
-    augment: str = doc("none", "training augmentation for images: none | flip | flip-crop")
+    augment: Augmentation = doc("none", "training augmentation for images")
     cache_dir: str = doc("", "cache for decoded arrays ('' = $SPIKEOPT_CACHE or ~/.cache/spikeopt)")
 
 
@@ -50,7 +98,7 @@ class DataConfig:
 class EncoderConfig:
     """How a static input becomes a spike train of ``steps`` time steps."""
 
-    kind: str = doc("repeat", "repeat | rate | deterministic | latency | sequence")
+    kind: EncoderKind = doc("repeat", "how a sample becomes an input train")
     steps: int = doc(16, "time steps T per sample (ignored by 'sequence', which uses the data's)")
     gain: float = doc(1.0, "input scale (rate: spike probability = gain * x, clipped to [0, 1])")
     window: int = doc(1, "sequence: each step sees the last `window` samples (a tapped delay line)")
@@ -61,19 +109,16 @@ class EncoderConfig:
 class ModelConfig:
     """Architecture of the spiking network."""
 
-    arch: str = doc("mlp", "mlp | conv | rsnn | cnn (non-spiking baseline)")
+    arch: Arch = doc("mlp", "network architecture (cnn: the non-spiking baseline)")
     hidden: list[int] = doc([128], "sizes of the dense hidden layers")
     channels: list[int] = doc([32, 64], "conv: output channels of each conv layer")
     kernel_size: int = doc(3, "conv: kernel size (padding keeps the spatial size)")
-    pool: str = doc("avg", "conv: pooling after each conv block: avg | max | none")
-    norm: str = doc("none", "conv: normalisation of conv currents: none | batch")
-    readout: str = doc("lif", "output layer: lif (spiking) | li (leaky integrator, no spikes)")
+    pool: Pool = doc("avg", "conv: pooling after each conv block")
+    norm: Norm = doc("none", "conv: normalisation of conv currents")
+    readout: OutputLayer = doc("lif", "output layer: spiking (lif) or a leaky integrator (li)")
     readout_tau: float = doc(0.0, "time constant of the output layer (0 = neuron.tau_m)")
     neurons_per_class: int = doc(1, "population coding: output neurons per class")
-    init: str = doc(
-        "default",
-        "weight init: default | kaiming | xavier | fluct (fluctuation-driven, from real data)",
-    )
+    init: InitScheme = doc("default", "weight init (fluct: fluctuation-driven, from real data)")
     fluct_xi: float = doc(
         2.0, "fluct: free membrane mean sits this many standard deviations below threshold"
     )
@@ -94,15 +139,13 @@ class NeuronConfig:
     v_threshold: float = doc(1.0, "firing threshold")
     v_reset: float = doc(0.0, "membrane value after a spike (reset='zero')")
     v_rest: float = doc(0.0, "resting potential the membrane decays to")
-    reset: str = doc("subtract", "reset after a spike: subtract | zero")
+    reset: ResetMode = doc("subtract", "reset after a spike")
     detach_reset: bool = doc(True, "stop gradients through the reset term")
     learn_tau: bool = doc(False, "make tau_m a learnable parameter per neuron")
     learn_threshold: bool = doc(False, "make v_threshold a learnable parameter per neuron")
-    surrogate: str = doc("fast_sigmoid", "sigmoid | fast_sigmoid | arctan | boxcar | triangle")
+    surrogate: SurrogateName = doc("fast_sigmoid", "surrogate spike function")
     alpha: float | None = doc(None, "surrogate sharpness (null = the surrogate's default)")
-    alpha_schedule: str = doc(
-        "constant", "sharpness schedule: constant | linear | cosine | exp | step"
-    )
+    alpha_schedule: AlphaSchedule = doc("constant", "surrogate sharpness schedule over epochs")
     alpha_end: float | None = doc(None, "sharpness at the last epoch (null = alpha)")
     alpha_step_every: int = doc(10, "step schedule: epochs between sharpness changes")
 
@@ -111,10 +154,7 @@ class NeuronConfig:
 class MethodConfig:
     """Which training method runs the update."""
 
-    name: str = doc(
-        "surrogate",
-        "training method: surrogate | es | nodepert | snes | cma | hybrid | guided-es | reinforce",
-    )
+    name: MethodName = doc("surrogate", "training method")
 
 
 @dataclass
@@ -124,26 +164,22 @@ class ESConfig:
     population: int = doc(64, "members per generation (even: antithetic pairs +eps, -eps)")
     sigma: float = doc(0.05, "perturbation scale: std of the noise added to each weight")
     rank: int = doc(1, "rank r of low-rank perturbations sigma * A B^T (mode=lowrank)")
-    mode: str = doc("lowrank", "perturbations of weight matrices: lowrank | full")
-    shaping: str = doc(
-        "centered_rank", "fitness shaping: centered_rank | nes_utility | zscore | raw"
-    )
-    sigma_schedule: str = doc("constant", "sigma per iteration: constant | exponential | linear")
+    mode: PerturbationMode = doc("lowrank", "perturbations of weight matrices")
+    shaping: ShapingName = doc("centered_rank", "fitness shaping")
+    sigma_schedule: SigmaSchedule = doc("constant", "sigma per iteration")
     sigma_decay: float = doc(0.999, "exponential: sigma multiplier per iteration")
     sigma_steps: int = doc(1000, "linear: iterations to go from sigma to sigma_floor")
     sigma_floor: float = doc(0.001, "smallest sigma the exponential and linear schedules reach")
     max_update: float = doc(0.0, "cap on the L2 norm of each applied parameter change (0 = off)")
     chunk: int = doc(0, "members per batched pass (0 = automatic from es.memory_mb)")
     memory_mb: float = doc(1024.0, "memory budget of one chunk when es.chunk=0")
-    vmap_randomness: str = doc("same", "random ops in vmap-evaluated models: same | different")
+    vmap_randomness: VmapRandomness = doc("same", "random ops in vmap-evaluated models")
     noise_seed: int = doc(0, "seed of the perturbation noise (combined with trainer.seed)")
     workers: int = doc(0, "Ray actors that evaluate the population (0 = in this process)")
     worker_cpus: float = doc(1.0, "CPUs each Ray actor reserves (es.workers > 0)")
     ray_address: str = doc("", "Ray cluster to join ('' = local or current, 'auto' = running)")
     sigma_lr: float = doc(0.0, "snes: learning rate of the per-parameter sigmas (0 = default)")
-    cma_diagonal: str = doc(
-        "auto", "cma: diagonal covariance: auto (above 2000 params) | true | false"
-    )
+    cma_diagonal: CmaDiagonal = doc("auto", "cma: diagonal covariance (auto: above 2000 params)")
     cosine_every: int = doc(
         0, "log the cosine between the ES estimate and the surrogate gradient every k steps"
     )
@@ -154,13 +190,13 @@ class NodePertConfig:
     """Node perturbation: noise on the synaptic currents, credited sample by sample."""
 
     sigma: float = doc(0.1, "current noise std, relative to each layer's current std (see mode)")
-    sigma_mode: str = doc(
-        "relative", "relative: sigma x the layer's current std on the batch | absolute: sigma"
+    sigma_mode: NodeSigmaMode = doc(
+        "relative", "relative: sigma x the layer's current std on the batch; absolute: sigma"
     )
-    noise: str = doc("held", "held: one draw per sample held over the sequence | step: per step")
-    conv: str = doc("weight", "conv layers: weight (low-rank weight noise, es.*) | node")
-    split: str = doc(
-        "joint", "joint: every pair perturbs every layer | layer: each pair one layer, ~sqrt(dim)"
+    noise: NodeNoiseMode = doc("held", "held: one draw per sample for the sequence; step: per step")
+    conv: NodeConvMode = doc("weight", "noise of conv layers: weight (low-rank, es.*) or node")
+    split: NodeSplit = doc(
+        "joint", "joint: every pair perturbs every layer; layer: each pair one layer, ~sqrt(dim)"
     )
 
 
@@ -172,7 +208,7 @@ class HybridConfig:
     normalize: bool = doc(
         False, "lam is a fraction of the surrogate step: lam_eff = lam * |g_s| / |g_orth|"
     )
-    shaping: str = doc(
+    shaping: ShapingName = doc(
         "raw", "shaping of the ES estimate (raw keeps it in loss-gradient units, like g_s)"
     )
 
@@ -190,7 +226,7 @@ class GuidedConfig:
 class EnvConfig:
     """Control tasks: which environment and preset (docs/control.md lists every rule)."""
 
-    name: str = doc("chemotaxis", "environment: chemotaxis | foraging | cartpole | acrobot")
+    name: EnvName = doc("chemotaxis", "environment")
     preset: str = doc("legacy-static-medium", "chemotaxis/foraging preset (docs/control.md)")
     max_steps: int = doc(0, "step budget per episode (0 = the preset's)")
 
@@ -199,10 +235,10 @@ class EnvConfig:
 class PolicyConfig:
     """How a network acts: observation -> constant input current -> logits over actions."""
 
-    readout: str = doc("membrane", "logits: membrane (mean output membrane) | rate (spike rate)")
+    readout: PolicyReadout = doc("membrane", "logits: mean output membrane, or spike rate")
     logit_scale: float = doc(1.0, "multiplier on the readout before the softmax")
     obs_scale: list[float] = doc([], "per-dimension observation scale ([] = 1 for all)")
-    obs_encoding: str = doc("raw", "raw | signed (each value split into relu(x), relu(-x))")
+    obs_encoding: ObsEncoding = doc("raw", "signed: each value split into relu(x), relu(-x)")
 
 
 @dataclass
@@ -213,12 +249,12 @@ class RLConfig:
     batch_episodes: int = doc(1, "episodes per update (reinforce) or per member (es)")
     generations: int = doc(100, "es: generations per session")
     gamma: float = doc(0.99, "discount factor of the returns")
-    normalize: str = doc(
+    normalize: RLNormalize = doc(
         "returns",
-        "returns: standardise returns, then subtract the baseline (the predecessor) | "
-        "advantages: subtract the baseline, then divide by the returns' std | none",
+        "returns: standardise returns, then subtract the baseline (the predecessor); "
+        "advantages: subtract the baseline, then divide by the returns' std",
     )
-    baseline: str = doc("ema", "baseline subtracted from returns: ema | none")
+    baseline: RLBaseline = doc("ema", "baseline subtracted from returns")
     baseline_ema: float = doc(0.05, "ema baseline: weight of the newest mean return")
     entropy_start: float = doc(0.15, "entropy bonus weight at episode 0")
     entropy_end: float = doc(0.01, "entropy bonus weight after entropy_episodes")
@@ -235,7 +271,7 @@ class RLConfig:
 class OptimConfig:
     """The torch optimizer that applies every method's update."""
 
-    name: str = doc("adam", "adam | adamw | sgd")
+    name: OptimName = doc("adam", "torch optimizer")
     lr: float = doc(1e-3, "learning rate")
     weight_decay: float = doc(0.0, "weight decay")
     momentum: float = doc(0.9, "sgd momentum")
@@ -248,7 +284,7 @@ class OptimConfig:
 class SchedConfig:
     """Learning-rate schedule, stepped once per epoch."""
 
-    name: str = doc("none", "none | step | multistep | cosine | plateau | exponential")
+    name: LRSchedule = doc("none", "learning-rate schedule")
     step_size: int = doc(10, "step: epochs between decays")
     milestones: list[int] = doc([], "multistep: epochs at which to decay")
     gamma: float = doc(0.1, "decay factor (step, multistep, exponential, plateau)")
@@ -264,7 +300,7 @@ class TrainerConfig:
     epochs: int = doc(10, "number of epochs (evaluation, checkpoint and log every epoch)")
     steps_per_epoch: int = doc(0, "method steps per epoch (0 = one pass over the training set)")
     seed: int = doc(0, "seed for init, shuffling and encoder noise")
-    device: str = doc("auto", "auto | cpu | cuda")
+    device: Device = doc("auto", "where to train (auto: CUDA when available)")
     compile: bool = doc(False, "torch.compile the model (slow first epoch, faster after)")
     progress: bool = doc(True, "show a progress bar")
     overfit_batch: bool = doc(
@@ -273,7 +309,7 @@ class TrainerConfig:
     eval_train: bool = doc(
         False, "also evaluate on the whole (fixed) training set each epoch: train_eval_*"
     )
-    task: str = doc("classification", "what is trained: classification | control")
+    task: TaskKind = doc("classification", "what is trained")
     forward_check: bool = doc(
         False, "one forward pass: layer shapes and a finite loss, no training (snn-forward)"
     )
@@ -283,12 +319,12 @@ class TrainerConfig:
 class LossConfig:
     """Readout and loss on the output layer."""
 
-    name: str = doc("ce_count", "ce_count | ce_mean | ce_max | ce_final | mse_count")
+    name: LossName = doc("ce_count", "readout and loss of the output layer")
     rate_reg: float = doc(0.0, "weight of the firing-rate regulariser on hidden layers")
     rate_target: float = doc(0.05, "target firing rate per hidden layer (spikes per step)")
     mse_on: float = doc(1.0, "mse_count: target firing rate of the correct class")
     mse_off: float = doc(0.0, "mse_count: target firing rate of the other classes")
-    terms: list[str] = doc([], "composite loss: terms ce | mse | rate | wlimit ([] = loss.name)")
+    terms: list[LossTerm] = doc([], "composite loss: the terms summed ([] = loss.name)")
     ce_weight: float = doc(1.0, "composite: weight of the cross-entropy term (readout: loss.name)")
     mse_weight: float = doc(1.0, "composite: weight of the population MSE term (mse_on/mse_off)")
     rate_weight: float = doc(0.1, "composite: weight of the firing-rate target term")
@@ -309,9 +345,9 @@ class MetricConfig:
 class EarlyStopConfig:
     """Stop when a logged metric reaches a threshold or stops improving."""
 
-    mode: str = doc("none", "none | threshold | patience")
+    mode: EarlyStopMode = doc("none", "when to stop early")
     metric: str = doc("test_acc", "any column of metrics.csv")
-    goal: str = doc("max", "max | min: which direction is better")
+    goal: Goal = doc("max", "which direction of the metric is better")
     threshold: float = doc(1.0, "threshold: stop once the metric is at least this good")
     patience: int = doc(10, "patience: epochs without improvement before stopping")
     min_delta: float = doc(0.0, "patience: smallest change that counts as improvement")
@@ -348,19 +384,64 @@ def _fields(cls: type) -> dict[str, dataclasses.Field[Any]]:
     return {f.name: f for f in dataclasses.fields(cls)}
 
 
+_HINTS: dict[type, dict[str, Any]] = {}  # resolved once per class: every builder checks its section
+
+
 def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    if cls not in _HINTS:
+        _HINTS[cls] = typing.get_type_hints(cls)
+    return _HINTS[cls]
+
+
+def choices(tp: Any) -> tuple[str, ...]:
+    """The names a ``Literal`` annotation (or a list of one) allows; () for any other type."""
+    if typing.get_origin(tp) is list:
+        tp = typing.get_args(tp)[0]
+    return typing.get_args(tp) if typing.get_origin(tp) is Literal else ()
 
 
 def key_docs(cfg: Config | None = None) -> dict[str, tuple[Any, str]]:
-    """Every dotted key with its current value and its one-line doc."""
+    """Every dotted key with its current value and its one-line doc (a named choice's doc
+    ends with the names it allows)."""
     cfg = cfg or Config()
     out: dict[str, tuple[Any, str]] = {}
     for section in dataclasses.fields(cfg):
         sub = getattr(cfg, section.name)
+        hints = _hints(type(sub))
         for f in dataclasses.fields(sub):
-            out[f"{section.name}.{f.name}"] = (getattr(sub, f.name), f.metadata.get("doc", ""))
+            text = f.metadata.get("doc", "")
+            valid = choices(hints[f.name])
+            if valid:
+                text = f"{text}; one of: {' | '.join(valid)}"
+            out[f"{section.name}.{f.name}"] = (getattr(sub, f.name), text)
     return out
+
+
+def _choice_fields(cls: type) -> list[tuple[str, tuple[str, ...]]]:
+    """(field, valid names) of every named choice of a section class."""
+    return [(name, valid) for name, tp in _hints(cls).items() if (valid := choices(tp))]
+
+
+def check_choices(section: Any) -> None:
+    """Check every named choice of one config section (or of every section of a Config).
+
+    Values are not checked when they are set (``apply`` takes any string): a section is
+    checked where it is consumed -- its builder calls this -- and ``train.experiment.build``
+    checks the whole config before anything is written. The error is :func:`choose`'s.
+    """
+    if isinstance(section, Config):
+        for f in dataclasses.fields(section):
+            check_choices(getattr(section, f.name))
+        return
+    prefix = {tp: name for name, tp in _hints(Config).items()}.get(type(section))
+    if prefix is None:
+        raise TypeError(
+            f"check_choices() takes a config section or a Config, not {type(section)!r}"
+        )
+    for name, valid in _choice_fields(type(section)):
+        value = getattr(section, name)
+        for item in value if isinstance(value, list) else [value]:
+            choose(f"{prefix}.{name}", item, valid)
 
 
 def _type_name(tp: Any) -> str:
@@ -369,6 +450,8 @@ def _type_name(tp: Any) -> str:
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if origin is list:
         return f"list of {_type_name(typing.get_args(tp)[0])}"
+    if origin is Literal:
+        return "str"
     return "null" if tp is type(None) else getattr(tp, "__name__", str(tp))
 
 
@@ -405,8 +488,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
             return float(value)
         if isinstance(value, str) and _FLOAT.fullmatch(value.strip()):
             return float(value)  # YAML 1.1 reads 1e-9 (no dot) as a string
-    elif tp is str and isinstance(value, str):
-        return value
+    elif (tp is str or origin is Literal) and isinstance(value, str):
+        return value  # a named choice is checked where it is used (check), not here
     raise ConfigError(
         f"{key}: expected {_type_name(tp)}, got {value!r} ({type(value).__name__}); "
         f"e.g. `{key}={_example(tp)}`"
@@ -419,6 +502,8 @@ def _example(tp: Any) -> str:
         return _example(typing.get_args(tp)[0])
     if origin is list:
         return f"[{_example(typing.get_args(tp)[0])}]"
+    if origin is Literal:
+        return str(typing.get_args(tp)[0])
     return {bool: "true", int: "3", float: "0.5", str: "name"}.get(tp, "null")
 
 
@@ -520,7 +605,7 @@ def choose(key: str, value: str, valid: typing.Iterable[str]) -> str:
     """Check a named choice; the error lists the valid names."""
     valid = list(valid)
     if value not in valid:
-        near = difflib.get_close_matches(value, valid, n=1)
+        near = difflib.get_close_matches(value, valid, n=1) if isinstance(value, str) else []
         hint = f" (did you mean '{near[0]}'?)" if near else ""
         raise ConfigError(f"{key}: unknown value '{value}'{hint}; valid: {', '.join(valid)}")
     return value

@@ -30,8 +30,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from spikeopt.config import ConfigError, LossConfig, choose
-from spikeopt.functional.loss import Loss, cross_entropy, cross_entropy_samples
+from spikeopt.config import ConfigError, LossConfig, check_choices
+from spikeopt.functional.readout import Loss, cross_entropy, cross_entropy_samples
 
 ARGS: tuple[str, ...] = ("spikes", "mems", "y", "scores", "k", "params")
 TermFn = Callable[..., Tensor]
@@ -191,9 +191,9 @@ class Composite(Loss):
 def make_composite(cfg: LossConfig, neurons_per_class: int = 1,
                    model: nn.Module | None = None) -> Composite:  # fmt: skip
     """The composite ``loss.terms`` names, weighted by ``loss.<term>_weight``."""
+    check_choices(cfg)  # loss.name (the readout) and every name in loss.terms
     terms = []
     for name in cfg.terms:
-        choose("loss.terms", name, TERMS)
         weight = float(getattr(cfg, f"{name}_weight"))
         samples = SAMPLE_TERMS[name](cfg) if name in SAMPLE_TERMS else None
         terms.append(Term(name, TERMS[name](cfg), weight, samples))

@@ -27,6 +27,8 @@ from torch import Tensor
 
 from spikeopt.functional.surrogate import Surrogate
 
+RESETS: tuple[str, ...] = ("subtract", "zero")  # the two reset rules of the docstring
+
 
 class LIFParams(NamedTuple):
     """LIF constants; ``beta`` and ``v_threshold`` may be tensors (learnable, per neuron)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from spikeopt.config import Config, choose
+from spikeopt.config import Config, check_choices
 from spikeopt.functional.loss import Loss
 from spikeopt.methods.base import Batch, Method, TrainState, apply_update, build_optimizer
 from spikeopt.methods.cma_es import CMAES
@@ -32,7 +32,8 @@ METHODS: dict[str, type[Any]] = {
 def make_method(cfg: Config, loss: Loss | None, objective: Any = None) -> Method:
     """The method ``cfg.method.name`` names, for a task's ``loss`` and (population methods)
     its ``objective``; the error lists the valid names."""
-    cls: Any = METHODS[choose("method.name", cfg.method.name, METHODS)]
+    check_choices(cfg.method)
+    cls: Any = METHODS[cfg.method.name]
     return cls(cfg, loss, objective) if cls.population else cls(cfg, loss)
 
 

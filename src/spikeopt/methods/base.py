@@ -14,10 +14,17 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from spikeopt.config import Config, ConfigError, OptimConfig, choose
+from spikeopt.config import Config, ConfigError, OptimConfig, check_choices
 from spikeopt.functional.loss import Loss
 
 Batch = tuple[Tensor, Tensor]  # encoded inputs (B, T, ...), labels (B,)
+
+# optim.name -> the torch optimizer every method's update goes through
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+    "sgd": torch.optim.SGD,
+}
 
 
 def forward_loss(model: nn.Module, loss_fn: Loss, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
@@ -75,15 +82,15 @@ class Method(Protocol):
 
 def build_optimizer(params: list[nn.Parameter], cfg: OptimConfig) -> torch.optim.Optimizer:
     """The configured torch optimizer over ``params``."""
-    name = choose("optim.name", cfg.name, ("adam", "adamw", "sgd"))
+    check_choices(cfg)
     if cfg.lr <= 0:
         raise ConfigError(f"optim.lr must be > 0, got {cfg.lr}")
-    if name == "sgd":
-        return torch.optim.SGD(params, cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = OPTIMIZERS[cfg.name]
+    if opt is torch.optim.SGD:
+        return opt(params, cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     if len(cfg.betas) != 2:
         raise ConfigError(f"optim.betas needs two values, got {cfg.betas}")
     betas = (cfg.betas[0], cfg.betas[1])
-    opt = torch.optim.AdamW if name == "adamw" else torch.optim.Adam
     return opt(params, cfg.lr, betas=betas, weight_decay=cfg.weight_decay)
 
 

@@ -25,12 +25,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from spikeopt.config import Config, ConfigError, choose
+from spikeopt.config import Config, ConfigError
 from spikeopt.methods.base import TrainState
 from spikeopt.methods.strategy import Generation, Strategy
 from spikeopt.population import Offsets, perturbed
 
 FULL_MAX = 2000  # above this many parameters `auto` uses the diagonal covariance
+CMA_DIAGONAL: tuple[str, ...] = ("auto", "true", "false")  # es.cma_diagonal
 T = TypeVar("T")
 
 
@@ -79,8 +80,7 @@ class CMAES(Strategy):
 
     def check(self, cfg: Config) -> None:
         """Covariance choice, population and sigma."""
-        e = cfg.es
-        choose("es.cma_diagonal", e.cma_diagonal, ("auto", "true", "false"))
+        e = cfg.es  # es.cma_diagonal is checked with the other es.* choices (Strategy)
         if e.population < 2:
             raise ConfigError(f"es.population must be >= 2, got {e.population}")
         if not e.sigma > 0:

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from spikeopt.config import Config, choose
+from spikeopt.config import Config
 from spikeopt.methods.base import TrainState
 from spikeopt.methods.strategy import Generation, Strategy, check_sigma, sigma_at
-from spikeopt.population import RANDOMNESS, Perturbation, estimate
+from spikeopt.population import Perturbation, estimate
 
 
 class ES(Strategy):
@@ -35,8 +35,7 @@ class ES(Strategy):
     name = "es"
 
     def check(self, cfg: Config) -> None:
-        """Population, sigma, rank, mode and the sigma schedule fail here, before training."""
-        choose("es.vmap_randomness", cfg.es.vmap_randomness, RANDOMNESS)
+        """Population, sigma, rank, mode and the sigma floor fail here, before training."""
         check_sigma(cfg.es)
         self.perturbation(0)
 

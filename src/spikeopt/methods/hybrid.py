@@ -23,11 +23,11 @@ import math
 import torch
 from torch import Tensor
 
-from spikeopt.config import Config, ConfigError, choose
+from spikeopt.config import Config, ConfigError, check_choices
 from spikeopt.methods.base import TrainState, backprop, surrogate_grads
 from spikeopt.methods.es import ES
 from spikeopt.methods.strategy import Generation, forked_rng
-from spikeopt.population import SHAPINGS, get_shaping
+from spikeopt.population import get_shaping
 
 
 def _dot(a: list[Tensor], b: list[Tensor]) -> float:
@@ -83,9 +83,10 @@ class Hybrid(ES):
         """ES's checks, plus lam and the hybrid's own fitness shaping."""
         super().check(cfg)
         h = cfg.hybrid
+        check_choices(h)
         if not math.isfinite(h.lam) or h.lam < 0:
             raise ConfigError(f"hybrid.lam must be a finite number >= 0, got {h.lam}")
-        self.shaping = get_shaping(choose("hybrid.shaping", h.shaping, SHAPINGS))
+        self.shaping = get_shaping(h.shaping)
 
     def passes(self, step: int) -> tuple[int, int]:
         """One BPTT pass and the population."""

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spikeopt.config import Config, ConfigError, choose
+from spikeopt.config import Config, ConfigError, check_choices
 from spikeopt.methods.base import TrainState
 from spikeopt.methods.es import ES
 from spikeopt.methods.strategy import Generation, Strategy, check_sigma, forked_rng, sigma_at
@@ -139,10 +139,7 @@ class NodePert(Strategy):
     def check(self, cfg: Config) -> None:
         """The nodepert.* choices, the population, the weight noise and a per-sample loss."""
         n = cfg.nodepert
-        choose("nodepert.sigma_mode", n.sigma_mode, SIGMA_MODES)
-        choose("nodepert.noise", n.noise, NOISE)
-        choose("nodepert.conv", n.conv, CONV)
-        choose("nodepert.split", n.split, SPLIT)
+        check_choices(n)
         if not (math.isfinite(n.sigma) and n.sigma > 0):
             raise ConfigError(f"nodepert.sigma must be a finite number > 0, got {n.sigma}")
         if cfg.es.population < 2 or cfg.es.population % 2:
@@ -198,7 +195,7 @@ class NodePert(Strategy):
             sigma = sigma_at(state.step, e)
             weights = Perturbation(e.population, sigma, e.rank, e.mode, self.seed, state.step)
             gen.metrics["sigma"] = sigma
-        assign = ()
+        assign: tuple[int, ...] = ()
         if n.split == "layer":  # each pair perturbs one layer: no other layer's noise in its
             assign = split_pairs(e.population // 2, [math.prod(s[:-2] + s[-1:]) for s in shapes])
         return NodePerturbation(e.population, tuple(layers), tuple(sigmas), tuple(shapes),

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from spikeopt.config import Config, ConfigError, RLConfig, choose
+from spikeopt.config import Config, ConfigError, RLConfig, check_choices
 from spikeopt.methods.base import (
     TrainState,
     apply_update,
@@ -93,8 +93,7 @@ class REINFORCE:
 
     def __init__(self, cfg: Config, loss: Any = None) -> None:
         r = cfg.rl
-        choose("rl.normalize", r.normalize, NORMALIZE)
-        choose("rl.baseline", r.baseline, BASELINES)
+        check_choices(r)
         if not 0 <= r.gamma <= 1:
             raise ConfigError(f"rl.gamma must be in [0, 1], got {r.gamma}")
         if not 0 < r.baseline_ema <= 1:

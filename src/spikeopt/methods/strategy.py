@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from spikeopt.config import Config, ConfigError, ESConfig, choose
+from spikeopt.config import Config, ConfigError, ESConfig, check_choices
 from spikeopt.functional.loss import Loss
 from spikeopt.methods.base import (
     TrainState,
@@ -51,10 +51,9 @@ def noise_seed(cfg: Config) -> int:
 
 def sigma_at(step: int, cfg: ESConfig) -> float:
     """Sigma of generation ``step`` (0-based): constant, exponential or linear to the floor."""
-    kind = choose("es.sigma_schedule", cfg.sigma_schedule, SIGMA_SCHEDULES)
-    if kind == "constant":
+    if cfg.sigma_schedule == "constant":
         return cfg.sigma
-    if kind == "exponential":
+    if cfg.sigma_schedule == "exponential":
         return max(cfg.sigma_floor, cfg.sigma * cfg.sigma_decay**step)
     frac = min(1.0, step / max(1, cfg.sigma_steps))
     return cfg.sigma + (cfg.sigma_floor - cfg.sigma) * frac
@@ -64,7 +63,6 @@ def check_sigma(cfg: ESConfig) -> None:
     """es.sigma and its schedule: ConfigError naming the key when unusable."""
     if not cfg.sigma > 0:
         raise ConfigError(f"es.sigma must be > 0, got {cfg.sigma}")
-    choose("es.sigma_schedule", cfg.sigma_schedule, SIGMA_SCHEDULES)
     if cfg.sigma_schedule != "constant" and not 0 < cfg.sigma_floor <= cfg.sigma:
         raise ConfigError(f"es.sigma_floor must be in (0, es.sigma], got {cfg.sigma_floor}")
 
@@ -147,6 +145,7 @@ class Strategy:
 
     def __init__(self, cfg: Config, loss: Loss | None, objective: Objective | None = None) -> None:
         e = cfg.es
+        check_choices(e)  # every es.* choice of every population method, before anything is built
         self.cfg, self.loss = cfg, loss
         self.objective: Objective = (
             objective if objective is not None else ClassificationObjective(loss, e)  # type: ignore[arg-type]

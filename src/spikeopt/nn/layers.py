@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spikeopt.config import NeuronConfig, choose
+from spikeopt.config import InitScheme, NeuronConfig, Norm, Pool
 from spikeopt.functional.neuron import (
     LIFParams,
     beta_from_tau,
@@ -23,6 +23,10 @@ from spikeopt.functional.neuron import (
     rlif_sequence,
 )
 from spikeopt.functional.surrogate import Surrogate, get_surrogate
+
+POOLS: tuple[str, ...] = ("avg", "max", "none")  # ConvLIF.pool_out
+NORMS: tuple[str, ...] = ("none", "batch")  # ConvLIF.current
+INITS: tuple[str, ...] = ("default", "kaiming", "xavier", "fluct")  # init_weights
 
 
 def is_static(x: Tensor) -> bool:
@@ -35,7 +39,6 @@ class LIF(nn.Module):
 
     def __init__(self, n: int, cfg: NeuronConfig) -> None:
         super().__init__()
-        choose("neuron.reset", cfg.reset, ("subtract", "zero"))
         self.cfg = cfg
         self.spike_fn: Surrogate = get_surrogate(cfg.surrogate, cfg.alpha)
         # Learnable constants are stored per neuron; fixed ones stay Python floats so the
@@ -112,13 +115,11 @@ class ConvLIF(nn.Module):
         c_out: int,
         k: int,
         cfg: NeuronConfig,
-        pool: str,
-        norm: str,
+        pool: Pool,
+        norm: Norm,
         hw: tuple[int, int],
     ) -> None:
         super().__init__()
-        choose("model.pool", pool, ("avg", "max", "none"))
-        choose("model.norm", norm, ("none", "batch"))
         flat = hw[0] == 1
         kernel, pad = ((1, k), (0, k // 2)) if flat else ((k, k), (k // 2, k // 2))
         self.conv = nn.Conv2d(c_in, c_out, kernel, padding=pad, bias=norm == "none")
@@ -164,10 +165,11 @@ class ConvLIF(nn.Module):
         return total * (1 / len(parts))
 
 
-def init_weights(model: nn.Module, scheme: str, out_layer: nn.Module, out_scale: float) -> None:
+def init_weights(
+    model: nn.Module, scheme: InitScheme, out_layer: nn.Module, out_scale: float
+) -> None:
     """Initialise conv/linear weights by ``scheme`` and scale the output layer's weights."""
     # fluct starts from the default init; the task then fits it to real batches (nn/init.py)
-    choose("model.init", scheme, ("default", "kaiming", "xavier", "fluct"))
     for m in model.modules():
         if not isinstance(m, (nn.Linear, nn.Conv2d)):
             continue
@@ -196,7 +198,10 @@ def n_params(model: nn.Module) -> int:
 
 
 __all__ = [
+    "INITS",
     "LIF",
+    "NORMS",
+    "POOLS",
     "ConvLIF",
     "LinearLIF",
     "RecurrentLIF",

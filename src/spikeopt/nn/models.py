@@ -13,10 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from spikeopt.config import Config, ConfigError, choose
+from spikeopt.config import Config, ConfigError, check_choices
 from spikeopt.nn.layers import ConvLIF, LinearLIF, RecurrentLIF, init_weights, is_static
 
 ARCHS: tuple[str, ...] = ("mlp", "conv", "rsnn", "cnn")
+OUTPUT_LAYERS: tuple[str, ...] = ("lif", "li")  # model.readout: LinearLIF(li=False | True)
 
 
 class SNN(nn.Module):
@@ -101,8 +102,8 @@ class CNN(nn.Module):
 def build_model(cfg: Config, input_shape: tuple[int, ...], n_classes: int) -> nn.Module:
     """The model ``cfg.model`` describes, for per-step inputs of ``input_shape``."""
     m, neuron = cfg.model, cfg.neuron
-    choose("model.arch", m.arch, ARCHS)
-    choose("model.readout", m.readout, ("lif", "li"))
+    check_choices(m)
+    check_choices(neuron)
     if m.neurons_per_class < 1:
         raise ConfigError("model.neurons_per_class must be >= 1")
     if m.readout_tau < 0:

@@ -8,23 +8,18 @@ time axis, so the first layer computes its current once, not T times.
 
 Logits (B, A): ``membrane`` -- the output layer's membrane averaged over time (for the MLP,
 its logits); ``rate`` -- the output layer's spikes per step; either times
-``policy.logit_scale``. :func:`population_logits` gives every member of an ES population its
-own observations in one batched pass.
+``policy.logit_scale``. A whole ES population acts in one batched pass through
+:func:`spikeopt.tasks.control.population_logits`.
 """
 
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.func import functional_call, vmap
 
-from spikeopt.config import Config, ConfigError, PolicyConfig, choose
+from spikeopt.config import Config, ConfigError, PolicyConfig, check_choices
 from spikeopt.nn.models import build_model
-from spikeopt.population import Context, snn_forward, supports
-from spikeopt.population.noise import ChunkNoise, perturbed
 
 READOUTS: tuple[str, ...] = ("membrane", "rate")
 OBS_ENCODINGS: tuple[str, ...] = ("raw", "signed")
@@ -32,7 +27,6 @@ OBS_ENCODINGS: tuple[str, ...] = ("raw", "signed")
 
 def input_dim(cfg: PolicyConfig, obs_dim: int) -> int:
     """Width of the network input for ``obs_dim`` observation values."""
-    choose("policy.obs_encoding", cfg.obs_encoding, OBS_ENCODINGS)
     if cfg.obs_scale and len(cfg.obs_scale) != obs_dim:
         raise ConfigError(
             f"policy.obs_scale has {len(cfg.obs_scale)} values but observations have {obs_dim}; "
@@ -43,7 +37,7 @@ def input_dim(cfg: PolicyConfig, obs_dim: int) -> int:
 
 def build_policy(cfg: Config, obs_dim: int, n_actions: int) -> nn.Module:
     """The network ``cfg.model`` describes, sized for this environment."""
-    choose("policy.readout", cfg.policy.readout, READOUTS)
+    check_choices(cfg.policy)
     if cfg.encoder.steps < 1:
         raise ConfigError(f"encoder.steps must be >= 1, got {cfg.encoder.steps}")
     return build_model(cfg, (input_dim(cfg.policy, obs_dim),), n_actions)
@@ -71,30 +65,6 @@ def policy_logits(
     """Logits (B, A) of the model on observations (B, D) and its spikes (for firing rates)."""
     spikes, mems = model(encode(obs, cfg.policy, cfg.encoder.steps))
     return readout(spikes, mems, cfg.policy), spikes
-
-
-@torch.no_grad()
-def population_logits(model: nn.Module, noise: ChunkNoise, obs: np.ndarray, cfg: Config) -> Tensor:
-    """Logits (c, B, A) of the ``c`` members in ``noise``, member ``i`` seeing ``obs[i]`` (B, D).
-
-    Built-in SNNs take the batched low-rank path; any other module (the MLP baseline) runs
-    under ``vmap`` over its materialised member weights.
-    """
-    x = encode(obs, cfg.policy, cfg.encoder.steps)  # (c, B, T, D')
-    if supports(model):
-        spikes, mems = snn_forward(model, x, Context(noise), keep_hidden=False, per_member=True)  # type: ignore[arg-type]
-        return readout(spikes, mems, cfg.policy)
-    params = {n: noise.weights(p) for n, p in perturbed(model)}
-    # functional_call on a throw-away copy: on a module that appears under two names (the
-    # MLP's output layer) it restores a batched tensor into the alias, so the original
-    # would be left broken after vmap
-    shadow = copy.deepcopy(model)
-
-    def one(member: dict[str, Tensor], xi: Tensor) -> Tensor:
-        s, m = functional_call(shadow, member, (xi,))
-        return readout(s, m, cfg.policy)
-
-    return vmap(one)(params, x)
 
 
 def entropy(logits: Tensor) -> Tensor:

@@ -8,7 +8,10 @@ and the module runs once under ``vmap``. Random ops inside the module need an ex
 * ``randomness='different'``: every member draws its own numbers.
 
 Every member gets its own copy of the module's buffers, so in-place buffer updates (batch-norm
-running statistics in training mode) work under ``vmap`` and leave the model untouched.
+running statistics in training mode) work under ``vmap`` and leave the model untouched. The
+input is shared by every member (a minibatch, common random numbers) or, with
+``per_member=True``, one per member along a leading axis (c, ...): each policy of a control
+population sees its own observations.
 spikeopt's own neurons run here too (a custom module built from them): under a transform they
 take the plain step loop with a vmap-able spike function. A limit of ``vmap`` itself: a
 user's ``autograd.Function`` without ``setup_context`` (old-style ``forward(ctx, ...)``)
@@ -17,6 +20,7 @@ cannot run under it.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -33,9 +37,19 @@ class VmapForward:
     """``forward(chunk_noise) -> model outputs with a leading member axis (c, ...)``."""
 
     def __init__(
-        self, model: nn.Module, named: list[tuple[str, nn.Parameter]], x: Tensor, randomness: str
+        self,
+        model: nn.Module,
+        named: list[tuple[str, nn.Parameter]],
+        x: Tensor,
+        randomness: str,
+        per_member: bool = False,
     ) -> None:
-        self.model, self.named, self.x = model, named, x
+        # functional_call writes the member tensors into every name of a module registered
+        # twice (an alias) but restores only one of them: such a model runs on a throw-away
+        # copy, or the original would be left holding batched tensors after vmap
+        self.model = copy.deepcopy(model) if _aliased(model) else model
+        self.named, self.x = named, x
+        self.x_dim = 0 if per_member else None
         self.randomness = choose("es.vmap_randomness", randomness, RANDOMNESS)
         self._rng = _rng_state(x.device) if randomness == "same" else None
 
@@ -46,10 +60,18 @@ class VmapForward:
         if self._rng is not None:
             _set_rng_state(self._rng, self.x.device)
 
-        def one(member: dict[str, Tensor], bufs: dict[str, Tensor]) -> Any:
-            return functional_call(self.model, {**member, **bufs}, (self.x,))
+        def one(member: dict[str, Tensor], bufs: dict[str, Tensor], x: Tensor) -> Any:
+            return functional_call(self.model, {**member, **bufs}, (x,))
 
-        return vmap(one, randomness=self.randomness)(params, buffers)
+        batched = vmap(one, in_dims=(0, 0, self.x_dim), randomness=self.randomness)
+        return batched(params, buffers, self.x)
+
+
+def _aliased(model: nn.Module) -> bool:
+    """True when a submodule or parameter of ``model`` is registered under two names."""
+    modules = sum(1 for _ in model.named_modules(remove_duplicate=False))
+    params = sum(1 for _ in model.named_parameters(remove_duplicate=False))
+    return modules != len(list(model.modules())) or params != len(list(model.parameters()))
 
 
 def _rng_state(device: torch.device) -> list[Tensor]:

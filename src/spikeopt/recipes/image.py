@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from spikeopt.recipes.base import Recipe
-from spikeopt.recipes.common import DIGITS, ES
+from spikeopt.recipes.common import DIGITS, ES, NODEPERT
 
 _MNIST = {"data.name": "mnist", "encoder.kind": "repeat", "encoder.steps": 16}
 
@@ -106,6 +106,22 @@ RECIPES: list[Recipe] = [
         },
     ),
     Recipe(
+        "digits-nodepert",
+        "image",
+        "LIF MLP on digits trained by node perturbation: hard spikes, no backward pass, "
+        "16 members, 2400 generations (~98 %, ~1 min)",
+        {
+            **DIGITS,
+            **NODEPERT,
+            "encoder.steps": 8,
+            "data.normalize": True,
+            "model.hidden": [256],
+            "data.batch_size": 128,
+            "trainer.steps_per_epoch": 60,
+            "trainer.epochs": 40,
+        },
+    ),
+    Recipe(
         "digits-hybrid",
         "image",
         "LIF MLP on digits: BPTT plus an ES correction at 10 % of the surrogate step (~20 s)",
@@ -120,22 +136,57 @@ RECIPES: list[Recipe] = [
     Recipe(
         "mnist-es",
         "image",
-        "the predecessor's mnist_es: MNIST 512/512, T=8, population 64, 300 generations "
-        "(set data.root)",
+        "the predecessor's mnist_es: MNIST 512/512, T=8, population 64, 300 generations, "
+        "node perturbation (set data.root)",
         {
             **_MNIST,
             **ES,
+            **NODEPERT,
+            # the predecessor's sizes, unchanged: 784-256-10, T=8, P=64, batch 128, 300 steps;
+            # method.name=es runs its ES on the same settings (es.sigma below)
             "encoder.steps": 8,
             "data.normalize": True,
             "model.hidden": [256],
             "es.population": 64,
             "es.sigma": 0.03,
-            "optim.lr": 0.01,
             "data.batch_size": 128,
             "data.n_train": 512,
             "data.n_test": 512,
             "trainer.steps_per_epoch": 10,
             "trainer.epochs": 30,
+        },
+    ),
+    Recipe(
+        "mnist-es-full",
+        "image",
+        "zeroth-order on the whole MNIST split (60k/10k): 784-256-10 LIF, node perturbation, "
+        "10k generations in about 10 min on 2 cores (set data.root)",
+        {
+            **_MNIST,
+            **NODEPERT,
+            "encoder.steps": 4,
+            "data.normalize": True,
+            "model.hidden": [256],
+            "data.batch_size": 128,
+            "trainer.steps_per_epoch": 1000,
+            "trainer.epochs": 10,
+        },
+    ),
+    Recipe(
+        "fashion-es",
+        "image",
+        "zeroth-order on the whole Fashion-MNIST split: 784-256-10 LIF, node perturbation, "
+        "20k generations in about 20 min on 2 cores (set data.root)",
+        {
+            **_MNIST,
+            **NODEPERT,
+            "data.name": "fashion",
+            "encoder.steps": 4,
+            "data.normalize": True,
+            "model.hidden": [256],
+            "data.batch_size": 128,
+            "trainer.steps_per_epoch": 2000,
+            "trainer.epochs": 10,
         },
     ),
     Recipe(
@@ -202,7 +253,32 @@ RECIPES: list[Recipe] = [
     Recipe(
         "fashion-surrogate",
         "image",
-        "LIF MLP on Fashion-MNIST from IDX files (set data.root), BPTT",
+        "conv LIF network (32-64, batch norm, 128 hidden) on Fashion-MNIST from IDX files, "
+        "BPTT, flip augmentation (set data.root)",
+        {
+            **_MNIST,
+            "data.name": "fashion",
+            "data.normalize": True,
+            "data.augment": "flip",
+            "encoder.steps": 2,
+            "model.arch": "conv",
+            "model.channels": [32, 64],
+            "model.norm": "batch",
+            "model.hidden": [128],
+            "model.readout": "li",
+            "loss.name": "ce_mean",
+            "optim.name": "adamw",
+            "optim.lr": 2e-3,
+            "optim.weight_decay": 0.01,
+            "data.batch_size": 128,
+            "trainer.epochs": 12,
+            "sched.name": "cosine",
+        },
+    ),
+    Recipe(
+        "fashion-mlp-surrogate",
+        "image",
+        "LIF MLP 784-256-10 on Fashion-MNIST from IDX files, BPTT (set data.root)",
         {
             **_MNIST,
             "data.name": "fashion",

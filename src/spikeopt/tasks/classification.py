@@ -114,7 +114,7 @@ class ClassificationTask:
         loss_fn: Callable[[C.Config], Loss] | None = None,
     ) -> None:
         """Load the data and build encoder, model and loss; every bad setting raises here."""
-        C.choose("data.augment", cfg.data.augment, ("none", "flip", "flip-crop"))
+        C.check_choices(cfg.data)  # also when a user's data builder stands in for load_dataset
         self.cfg, self.device = cfg, device
         self.encode = make_encoder(cfg.encoder)
         if cfg.encoder.kind in ("rate", "deterministic", "latency") and cfg.data.normalize:

@@ -24,15 +24,11 @@ import torch
 from torch import Tensor, nn
 
 from spikeopt import config as C
-from spikeopt.nn.policies import (
-    READOUTS,
-    build_policy,
-    input_dim,
-    policy_logits,
-    population_logits,
-)
+from spikeopt.nn.policies import build_policy, input_dim, policy_logits, readout
 from spikeopt.nn.policies import encode as encode_obs
-from spikeopt.population import Source, members_of
+from spikeopt.population import Context, Source, members_of, perturbed, snn_forward, supports
+from spikeopt.population.noise import ChunkNoise
+from spikeopt.population.vmap import VmapForward
 from spikeopt.tasks.base import Batch, ModelFn, Row, Step, check_model
 from spikeopt.tasks.control_metrics import session_metrics
 from spikeopt.tasks.envs import BatchEnv, Episodes, baselines, episode_stats, make_env, run_episodes
@@ -98,6 +94,24 @@ def run_policy(
     """Episodes of the policy on ``seeds`` and its action/firing statistics."""
     actor = PolicyActor(model, cfg, greedy, seed)
     return run_episodes(env, actor, seeds), actor.stats()
+
+
+@torch.no_grad()
+def population_logits(
+    model: nn.Module, noise: ChunkNoise, obs: np.ndarray, cfg: C.Config
+) -> Tensor:
+    """Logits (c, B, A) of the ``c`` members in ``noise``, member ``i`` seeing ``obs[i]`` (B, D).
+
+    Built-in SNNs take the batched low-rank path; any other module (the MLP baseline) runs
+    on the population's ``vmap`` fallback over its materialised member weights.
+    """
+    x = encode_obs(obs, cfg.policy, cfg.encoder.steps)  # (c, B, T, D')
+    if supports(model):
+        spikes, mems = snn_forward(model, x, Context(noise), keep_hidden=False, per_member=True)  # type: ignore[arg-type]
+    else:
+        forward = VmapForward(model, perturbed(model), x, cfg.es.vmap_randomness, per_member=True)
+        spikes, mems = forward(noise)
+    return readout(spikes, mems, cfg.policy)
 
 
 class ControlObjective:
@@ -198,7 +212,7 @@ class ControlTask:
         self.env = make_env(cfg.env)
         torch.manual_seed(cfg.trainer.seed)
         if model_fn:  # a user policy: the readout must have one neuron per action
-            C.choose("policy.readout", cfg.policy.readout, READOUTS)
+            C.check_choices(cfg.policy)
             shape = (input_dim(cfg.policy, self.env.obs_dim),)
             self.model = model_fn(cfg, shape, self.env.n_actions)
             check_model(self.model, self.example(2), self.env.n_actions)

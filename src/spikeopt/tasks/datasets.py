@@ -24,7 +24,7 @@ from typing import Any, cast
 import numpy as np
 import torch
 
-from spikeopt.config import DataConfig
+from spikeopt.config import ConfigError, DataConfig, check_choices
 from spikeopt.tasks.readers import (
     DATASET_READERS,
     READERS,
@@ -71,6 +71,10 @@ def as_signal(data: Dataset) -> Dataset:
 
 def load_dataset(cfg: DataConfig) -> Dataset:
     """Load ``cfg.name`` as float32 tensors, subset and normalised as ``cfg`` asks."""
+    try:
+        check_choices(cfg)
+    except ConfigError as err:  # a dataset that cannot be named fails like one not found
+        raise DataError(str(err)) from None
     arrays = _read(cfg)
     # when the reader already decoded only the subset, this picks all of it: the identity
     picks = {s: subset_indices(arrays[f"y_{s}"], _n(cfg, s), cfg.subset_seed, s)
@@ -113,8 +117,6 @@ def _read(cfg: DataConfig) -> Arrays:
 
 def _reader(cfg: DataConfig) -> tuple[Reader, Path | None]:
     """The registered reader for ``cfg.name`` (and ``cfg.source``), and the root it reads."""
-    if cfg.name not in DATASET_READERS:
-        raise DataError(f"unknown dataset data.name={cfg.name!r}; valid: {', '.join(DATASETS)}")
     choice = DATASET_READERS[cfg.name]
     source = choice.readers[0]  # a dataset with one reader ignores data.source
     if len(choice.readers) > 1:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from spikeopt.config import ConfigError, EncoderConfig, choose
+from spikeopt.config import ConfigError, EncoderConfig, check_choices
 
 
 def repeat(x: Tensor, steps: int) -> Tensor:
@@ -68,7 +68,8 @@ Encoder = Callable[[Tensor, "torch.Generator | None"], Tensor]
 
 def make_encoder(cfg: EncoderConfig) -> Encoder:
     """``encode(x, generator) -> (B, T, ...)`` for the configured kind."""
-    kind = choose("encoder.kind", cfg.kind, ENCODERS)
+    check_choices(cfg)
+    kind = cfg.kind
     if cfg.steps < 1 and kind != "sequence":
         raise ConfigError(f"encoder.steps must be >= 1, got {cfg.steps}")
     if cfg.window < 1 or cfg.hold < 1:

@@ -31,6 +31,7 @@ TASKS: dict[str, type[ClassificationTask] | type[ControlTask]] = {
     "classification": ClassificationTask,
     "control": ControlTask,
 }
+DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")  # trainer.device (pick_device)
 
 
 @dataclass
@@ -71,9 +72,8 @@ class Experiment:
         return self.classification.encode
 
 
-def pick_device(name: str) -> torch.device:
+def pick_device(name: C.Device) -> torch.device:
     """``auto`` -> CUDA when available, else CPU."""
-    C.choose("trainer.device", name, ("auto", "cpu", "cuda"))
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
@@ -84,8 +84,9 @@ def pick_device(name: str) -> torch.device:
 def method_class(cfg: C.Config) -> Any:
     """The class ``method.name`` names, refused (naming the methods that can) when it cannot
     train ``trainer.task``."""
-    kind = C.choose("trainer.task", cfg.trainer.task, TASKS)
-    cls: Any = METHODS[C.choose("method.name", cfg.method.name, METHODS)]
+    C.check_choices(cfg.trainer)
+    C.check_choices(cfg.method)
+    kind, cls = cfg.trainer.task, METHODS[cfg.method.name]
     if kind not in cls.tasks:
         valid = [n for n, c in METHODS.items() if kind in getattr(c, "tasks", ())]
         raise C.ConfigError(
@@ -112,12 +113,13 @@ def make_task(
 
 def planned_rows(cfg: C.Config) -> int:
     """How many metrics rows a full run of ``cfg`` writes (what a trial reports)."""
-    kind = C.choose("trainer.task", cfg.trainer.task, TASKS)
-    return TASKS[kind].planned_rows(cfg, bool(method_class(cfg).population))
+    population = bool(method_class(cfg).population)  # checks trainer.task too
+    return TASKS[cfg.trainer.task].planned_rows(cfg, population)
 
 
 def build(cfg: C.Config, builders: Builders | None = None) -> Experiment:
     """Build task (data or environment, model, loss, objective), method and state."""
+    C.check_choices(cfg)  # a bad name in any section fails here, before any data is read
     device = pick_device(cfg.trainer.device)
     cls = method_class(cfg)
     task = make_task(cfg, device, bool(cls.population), builders)

@@ -37,6 +37,8 @@ from spikeopt.train.experiment import Experiment, build
 from spikeopt.train.schedules import alpha_at, build_lr_scheduler, step_lr_scheduler
 
 Callback = Callable[[Row], None]  # called with every metrics row, after it is checkpointed
+EARLY_STOP_MODES: tuple[str, ...] = ("none", "threshold", "patience")  # _early_stop
+GOALS: tuple[str, ...] = ("max", "min")  # early_stop.goal: _improved
 
 
 def _improved(value: float, best: float | None, goal: str, delta: float = 0.0) -> bool:
@@ -47,10 +49,10 @@ def _improved(value: float, best: float | None, goal: str, delta: float = 0.0) -
 
 def _early_stop(cfg: C.EarlyStopConfig, row: Row, es: dict[str, Any]) -> bool:
     """Update the early-stopping record ``es`` with ``row``; True when training should stop."""
-    mode = C.choose("early_stop.mode", cfg.mode, ("none", "threshold", "patience"))
+    C.check_choices(cfg)
+    mode = cfg.mode
     if mode == "none":
         return False
-    C.choose("early_stop.goal", cfg.goal, ("max", "min"))
     if cfg.metric not in row:
         raise C.ConfigError(f"early_stop.metric '{cfg.metric}' is not logged; one of {sorted(row)}")
     value = float(row[cfg.metric])

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from spikeopt.config import ConfigError, NeuronConfig, SchedConfig, choose
+from spikeopt.config import ConfigError, NeuronConfig, SchedConfig, check_choices
 
 LR_SCHEDULES = ("none", "step", "multistep", "cosine", "plateau", "exponential")
 ALPHA_SCHEDULES = ("constant", "linear", "cosine", "exp", "step")
@@ -18,8 +18,8 @@ def build_lr_scheduler(
     opt: torch.optim.Optimizer, cfg: SchedConfig, epochs: int
 ) -> Scheduler | None:
     """The configured torch LR scheduler (None for 'none'); stepped once per epoch."""
-    name = choose("sched.name", cfg.name, LR_SCHEDULES)
-    sched = torch.optim.lr_scheduler
+    check_choices(cfg)
+    name, sched = cfg.name, torch.optim.lr_scheduler
     if name == "none":
         return None
     if name == "step":
@@ -49,7 +49,8 @@ def step_lr_scheduler(s: Scheduler | None, metrics: dict[str, float], cfg: Sched
 
 def alpha_at(epoch: int, epochs: int, cfg: NeuronConfig, alpha0: float) -> float:
     """Surrogate sharpness at ``epoch`` (0-based) going from ``alpha0`` to ``cfg.alpha_end``."""
-    kind = choose("neuron.alpha_schedule", cfg.alpha_schedule, ALPHA_SCHEDULES)
+    check_choices(cfg)
+    kind = cfg.alpha_schedule
     end = alpha0 if cfg.alpha_end is None else cfg.alpha_end
     frac = epoch / max(1, epochs - 1)
     if kind == "constant":

@@ -104,12 +104,3 @@ def guard(per_trial_mb: float, requested: int, budget_mb: float) -> int:
             f"or {advice}"
         )
     return requested or safe
-
-
-def describe(parts: dict[str, Any]) -> str:
-    """One line: the estimate and its parts."""
-    return (
-        f"~{parts['total_mb']:.0f} MB per trial (worker {parts['worker_mb']:.0f}, data "
-        f"{parts['data_mb']:.1f}, activity {parts['activity_mb']:.1f}, params "
-        f"{parts['params_mb']:.1f})"
-    )

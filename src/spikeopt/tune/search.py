@@ -50,7 +50,8 @@ class Search:
                  builders: Builders | None = None) -> None:  # fmt: skip
         self.recipe = recipe
         self.base = api.resolve(recipe, overrides, config_file)  # bad recipe/keys fail here
-        task = TASKS[C.choose("trainer.task", self.base.trainer.task, TASKS)]
+        C.check_choices(self.base.trainer)
+        task = TASKS[self.base.trainer.task]
         self.metric = metric or task.metric  # test_acc; control: an episode's return
         self.mode = C.choose("--mode", mode, ("max", "min"))
         self.space: dict[str, Any] = {}

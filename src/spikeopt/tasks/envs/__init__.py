@@ -7,7 +7,7 @@ control run reports beside its own. :class:`GridEnv` is the single-episode gymna
 
 from __future__ import annotations
 
-from spikeopt.config import ConfigError, EnvConfig, choose
+from spikeopt.config import ConfigError, EnvConfig, check_choices, choose
 from spikeopt.tasks.envs.base import (
     Actor,
     BatchEnv,
@@ -29,9 +29,11 @@ ENVS: tuple[str, ...] = ("chemotaxis", "foraging", "cartpole", "acrobot")
 
 def make_env(cfg: EnvConfig) -> BatchEnv:
     """The batched environment ``cfg`` describes; bad names list the valid ones."""
-    name = choose("env.name", cfg.name, ENVS)
+    check_choices(cfg)
+    name = cfg.name
     if cfg.max_steps < 0:
         raise ConfigError(f"env.max_steps must be >= 0 (0 = the preset's), got {cfg.max_steps}")
+    # env.preset stays a plain name: which presets exist depends on env.name
     if name == "chemotaxis":
         return Chemotaxis(CHEMOTAXIS_PRESETS[choose("env.preset", cfg.preset, CHEMOTAXIS_PRESETS)],
                           cfg.max_steps)  # fmt: skip
