@@ -194,7 +194,7 @@ class NodePertConfig:
         "relative", "relative: sigma x the layer's current std on the batch; absolute: sigma"
     )
     noise: NodeNoiseMode = doc("held", "held: one draw per sample for the sequence; step: per step")
-    conv: NodeConvMode = doc("weight", "noise of conv layers: weight (low-rank, es.*) or node")
+    conv: NodeConvMode = doc("node", "noise of conv layers: node (their currents) or weight (es.*)")
     split: NodeSplit = doc(
         "joint", "joint: every pair perturbs every layer; layer: each pair one layer, ~sqrt(dim)"
     )

@@ -104,7 +104,8 @@ def test_digits_es_learns_well_above_chance():
 @pytest.mark.parametrize(
     "extra", [{}, {"encoder.kind": "rate", "data.normalize": False, "model.dropout": 0.2,
                    "es.sigma_schedule": "exponential", "es.sigma_decay": 0.9},
-              {"method.name": "snes"}, {"method.name": "cma", "model.hidden": [8]}],
+              {"method.name": "snes"}, {"method.name": "cma", "model.hidden": [8]},
+              {"method.name": "nodepert", "model.dropout": 0.2, "model.init": "fluct"}],
 )  # fmt: skip
 def test_es_family_resume_continues_exactly(tmp_path, extra):
     over = {**TINY, "trainer.epochs": 4, **extra}

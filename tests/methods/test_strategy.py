@@ -1,10 +1,16 @@
 """The population-method base: sigma schedules, the update cap, and every method on it."""
 
+import csv
+import math
+
 import pytest
 import torch
 
-from spikeopt.config import ESConfig
+from spikeopt import api
+from spikeopt.config import ConfigError, ESConfig
+from spikeopt.methods import METHODS
 from spikeopt.methods.strategy import cap_update, sigma_at
+from tests.helpers import CONTROL_TINY
 
 
 def test_sigma_schedules():
@@ -21,3 +27,37 @@ def test_cap_update_scales_the_applied_change_only():
     assert cap_update([p], before, 1.0) == pytest.approx(1.0)
     assert torch.allclose(p.detach(), torch.tensor([0.6, 0.8]))
     assert cap_update([p], before, 0.0) == pytest.approx(1.0)  # 0 = off: untouched
+
+
+# Every registered method through the same smoke test, on every task it says it can train.
+CASES = [(name, kind) for name, cls in sorted(METHODS.items()) for kind in cls.tasks]
+TINY = {
+    "classification": ("digits-es", {"es.population": 8, "model.hidden": [16],
+                                      "encoder.steps": 4, "trainer.epochs": 1,
+                                      "trainer.steps_per_epoch": 2, "data.batch_size": 32,
+                                      "data.n_test": 50, "guided.warmup_steps": 1}),
+    "control": ("nav-es", {**CONTROL_TINY, "es.population": 8, "rl.episodes": 2,
+                           "rl.generations": 2, "rl.baseline_episodes": 0,
+                           "rl.eval_episodes": 1, "trainer.task": "control"}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "kind"), CASES)
+def test_every_method_trains_every_task_it_lists(name, kind, tmp_path):
+    recipe, over = TINY[kind]
+    over = {**over, "method.name": name, "trainer.progress": False}
+    summary = api.run(recipe, over, out=tmp_path / "run", quiet=True)
+    assert summary["method"] == name and summary["iterations"] >= 1
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    assert rows and all(math.isfinite(float(r["wall_s"])) for r in rows)
+    fit = "train_fit_mean" if kind == "classification" else "fit_mean"
+    assert (fit in rows[0]) == METHODS[name].population  # population statistics, if any
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_method_refuses_the_tasks_it_does_not_list(name):
+    other = [k for k in TINY if k not in METHODS[name].tasks]
+    for kind in other:
+        recipe, over = TINY[kind]
+        with pytest.raises(ConfigError, match="method.name"):
+            api.run(recipe, {**over, "method.name": name}, quiet=True)
