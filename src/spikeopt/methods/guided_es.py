@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from spikeopt.config import Config, ConfigError
 from spikeopt.methods.base import TrainState, apply_update, backprop, surrogate_grads
-from spikeopt.methods.strategy import Generation, Strategy, check_sigma, forked_rng, sigma_at
+from spikeopt.methods.strategy import Generation, Strategy, check_sigma, sigma_at
 from spikeopt.population import Offsets
 
 
@@ -127,12 +127,6 @@ class GuidedES(Strategy):
         members = torch.stack((e, -e), 1).flatten(0, 1)  # +e_0, -e_0, +e_1, ...
         parts = _split(sigma * members, gen.params)
         return Offsets(gen.params, [d.view(-1, *p.shape) for d, p in zip(parts, gen.params)])
-
-    def evaluate(self, state: TrainState, gen: Generation) -> Tensor:
-        """The population on a forked RNG whose draws (dropout) start where BPTT's did."""
-        with forked_rng(gen.batch[0].device):
-            torch.set_rng_state(gen.rng)  # type: ignore[arg-type]  # centre() set it
-            return super().evaluate(state, gen)
 
     def tell(self, state: TrainState, gen: Generation) -> list[Tensor]:
         """The antithetic estimate along the sampled directions, as a loss gradient."""

@@ -26,7 +26,7 @@ from torch import Tensor
 from spikeopt.config import Config, ConfigError, check_choices
 from spikeopt.methods.base import TrainState, backprop, surrogate_grads
 from spikeopt.methods.es import ES
-from spikeopt.methods.strategy import Generation, forked_rng
+from spikeopt.methods.strategy import Generation
 from spikeopt.population import get_shaping
 
 
@@ -98,12 +98,6 @@ class Hybrid(ES):
         gen.rng = torch.get_rng_state()
         gen.metrics.update(backprop(state, self.loss, gen.batch))
         gen.surrogate = surrogate_grads(gen.params)
-
-    def evaluate(self, state: TrainState, gen: Generation) -> Tensor:
-        """The population on a forked RNG whose draws (dropout) start where BPTT's did."""
-        with forked_rng(gen.batch[0].device):
-            torch.set_rng_state(gen.rng)  # type: ignore[arg-type]  # centre() set it
-            return super().evaluate(state, gen)
 
     def tell(self, state: TrainState, gen: Generation) -> list[Tensor]:
         """``g_s + lam_eff g_orth``; with lam = 0 BPTT's own ``p.grad``: the surrogate method."""

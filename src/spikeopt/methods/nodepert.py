@@ -44,7 +44,7 @@ from torch import Tensor, nn
 from spikeopt.config import Config, ConfigError, check_choices
 from spikeopt.methods.base import TrainState
 from spikeopt.methods.es import ES
-from spikeopt.methods.strategy import Generation, Strategy, check_sigma, forked_rng, sigma_at
+from spikeopt.methods.strategy import Generation, Strategy, check_sigma, sigma_at
 from spikeopt.nn.layers import ConvLIF, LinearLIF, RecurrentLIF, is_static
 from spikeopt.population import (
     PAIRS_PER_BLOCK,
@@ -203,8 +203,7 @@ class NodePert(Strategy):
 
     def evaluate(self, state: TrainState, gen: Generation) -> Tensor:
         """Every member's per-sample losses (forked RNG: the base pass's dropout masks)."""
-        with forked_rng(gen.batch[0].device):
-            torch.set_rng_state(gen.rng)  # type: ignore[arg-type]  # centre() set it
+        with self.replayed(gen):
             samples, shared = self.objective.sample_losses(  # type: ignore[attr-defined]
                 state.model, gen.source, gen.batch
             )

@@ -198,7 +198,20 @@ class Strategy:
 
     def evaluate(self, state: TrainState, gen: Generation) -> Tensor:
         """Fitness (P,) of every member of ``gen.source`` on the batch."""
-        return self.objective.fitness(state.model, gen.source, gen.batch)
+        with self.replayed(gen):
+            return self.objective.fitness(state.model, gen.source, gen.batch)
+
+    @contextmanager
+    def replayed(self, gen: Generation) -> Iterator[None]:
+        """When ``centre`` recorded the RNG state its pass started from (``gen.rng``), run the
+        block on a forked RNG from that state: the members draw the centre pass's dropout
+        masks, and the next BPTT draw is not shifted by them."""
+        if gen.rng is None:
+            yield
+            return
+        with forked_rng(gen.batch[0].device):
+            torch.set_rng_state(gen.rng)
+            yield
 
     # -- the generation ------------------------------------------------------------------------
 
