@@ -50,6 +50,16 @@ _CIFAR_ES = {
     "trainer.epochs": 20,
 }
 
+# Node perturbation on the CIFAR net: every conv layer's current noised, 32 members, batch norm
+# setting the currents' scale (default init). On the 2048/1000 subsets it reached 37.9 % after
+# 2000 generations where low-rank ES (128 members) reached 36.2 % after 1000, in the same time.
+_CIFAR_NODEPERT = {
+    **NODEPERT,
+    "es.population": 32,
+    "model.init": "default",
+    "trainer.epochs": 20,
+}
+
 RECIPES: list[Recipe] = [
     Recipe(
         "digits-surrogate",
@@ -205,9 +215,9 @@ RECIPES: list[Recipe] = [
     Recipe(
         "cifar10-es-repeat-big",
         "image",
-        "the predecessor's es_repeat_big: CIFAR-10 2048/1000, repeat input, "
-        "population 128, 1000 generations (conv 8-16 + batch norm, T=4, batch 64)",
-        _CIFAR_ES,
+        "the predecessor's es_repeat_big: CIFAR-10 2048/1000, repeat input, conv 8-16 + batch "
+        "norm, T=4, batch 64; node perturbation, 32 members, 2000 generations",
+        {**_CIFAR_ES, **_CIFAR_NODEPERT, "trainer.steps_per_epoch": 100},
     ),
     Recipe(
         "cifar10-es-norepeat-big",
@@ -233,15 +243,16 @@ RECIPES: list[Recipe] = [
     Recipe(
         "cifar10-es",
         "image",
-        "ES on the full CIFAR-10 (50k/10k), repeat input, batched low-rank population",
+        "zeroth-order on the full CIFAR-10 (50k/10k), repeat input, conv 8-16 + batch norm, "
+        "node perturbation, 4800 generations (~2 h on 2 cores)",
         {
             **_CIFAR_ES,
+            **_CIFAR_NODEPERT,
             "data.n_train": 0,
             "data.n_test": 0,
-            "es.population": 256,
             "trainer.eval_train": False,
-            "trainer.steps_per_epoch": 100,
-            "trainer.epochs": 50,
+            "trainer.steps_per_epoch": 200,
+            "trainer.epochs": 24,
         },
     ),
     Recipe(
