@@ -153,7 +153,8 @@ def main() -> None:
             for seed in range(args.seeds):
                 out = Path(args.out) / task / method / f"seed{seed}"
                 s = run(task, method, seed, out, extra[task])
-                rows.append({"task": task, "method": method, "seed": seed, **s})
+                # the summary's own "method" (es for plain-es) must not overwrite the row's
+                rows.append({**s, "task": task, "method": method, "seed": seed})
                 print(f"{task} {method} seed {seed}: {s['test_acc']:.4f} in {s['wall_s']:.0f} s",
                       flush=True)  # fmt: skip
     text = table(rows)

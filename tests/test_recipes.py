@@ -1,11 +1,14 @@
 """Every registered recipe resolves, and every one whose data is offline runs a forward pass."""
 
+import math
+
 import pytest
 
 from spikeopt import api
 from spikeopt.config import ConfigError
 from spikeopt.recipes import RECIPES, get_recipe, list_recipes
 from spikeopt.tasks import DataError
+from tests.tasks.test_datasets import make_idx, make_images
 
 OFFLINE = {"digits", "mnist1d"}
 
@@ -44,3 +47,41 @@ def test_list_filters():
 def test_unknown_recipe():
     with pytest.raises(ConfigError, match="did you mean"):
         get_recipe("digit-surrogate")
+
+
+# issue 12: each zeroth-order recipe defaults to the best estimator and trains under both
+ZEROTH_ORDER = ["mnist-es", "mnist-es-full", "fashion-es", "mnist1d-es"]
+ZEROTH_ORDER += ["cifar10-es-repeat-big", "cifar10-es"]
+
+
+@pytest.fixture(scope="module")
+def small_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """MNIST/Fashion IDX files and a CIFAR-10 JPEG folder, each in its original layout."""
+    root = tmp_path_factory.mktemp("files")
+    make_idx(root / "idx", gz=False)
+    make_images(root / "cifar10", ext="jpg")
+    idx, cifar = str(root / "idx"), str(root / "cifar10")
+    return {"mnist": idx, "fashion": idx, "cifar10": cifar}
+
+
+@pytest.mark.parametrize("method", ["nodepert", "es"])
+@pytest.mark.parametrize("name", ZEROTH_ORDER)
+def test_zeroth_order_recipe_trains_by_nodepert_and_es(name, method, small_files, tmp_path):
+    cfg = get_recipe(name).config()
+    assert cfg.method.name == "nodepert"
+    overrides = {
+        "method.name": method,
+        "es.population": 4,
+        "trainer.epochs": 1,
+        "trainer.steps_per_epoch": 2,
+        "trainer.progress": False,
+        "data.n_train": 0,
+        "data.n_test": 0,
+        "data.batch_size": 8,
+        "data.cache_dir": str(tmp_path / "cache"),
+    }
+    if cfg.data.name in small_files:
+        overrides["data.root"] = small_files[cfg.data.name]
+    summary = api.run(name, overrides, None, tmp_path / "run", quiet=True)
+    assert summary["method"] == method and summary["iterations"] == 2
+    assert math.isfinite(summary["test_loss"]) and (tmp_path / "run" / "checkpoint.pt").exists()
