@@ -2,8 +2,10 @@
 
 import json
 import os
+import pickle
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -110,6 +112,32 @@ def test_missing_dataset_is_a_clear_fast_error(tmp_path):
     r = spikeopt("run", "mnist-surrogate", "--out", str(tmp_path / "run"))
     assert r.returncode == 2 and "data.root" in r.stderr
     assert not (tmp_path / "run").exists()
+
+
+class _Touch:
+    """A pickle payload: unpickled by a plain ``pickle.load``, it creates the file ``path``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.path}",))
+
+
+def test_a_cifar_tarball_with_code_in_a_batch_is_refused_and_nothing_runs(tmp_path):
+    batches = tmp_path / "cifar-10-batches-py"
+    batches.mkdir()
+    marker = tmp_path / "code-ran"
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        (batches / name).write_bytes(pickle.dumps({b"data": _Touch(marker), b"labels": []}))
+    evil = tmp_path / "evil.tar.gz"
+    with tarfile.open(evil, "w:gz") as tf:
+        tf.add(batches, arcname=batches.name)
+    out = tmp_path / "run"
+    r = spikeopt("run", "cifar10-surrogate", f"data.root={evil}", f"data.cache_dir={tmp_path}",
+                 "--out", str(out))  # fmt: skip
+    assert r.returncode == 2 and "refused to unpickle it: it asks for posix.system" in r.stderr
+    assert not marker.exists() and not out.exists()
 
 
 def test_forward_check(tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import re
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError
@@ -19,6 +20,8 @@ from spikeopt.tasks.readers import (
     SubsetReader,
     generated,
 )
+from spikeopt.tasks.readers.cifar_pickle import read_cifar_pickle
+from tests.tasks.test_datasets import make_pickles
 
 
 def test_registry_lists_the_expected_formats() -> None:
@@ -80,3 +83,23 @@ def test_every_reader_rejects_bad_input(
         if isinstance(reader, SubsetReader):
             with pytest.raises(DataError, match=message):
                 reader.read_subset(root, lambda split, y: np.arange(len(y)))
+
+
+class _RunsCode:
+    """Unpickling this calls ``print`` -- any global outside the CIFAR allowlist must be refused."""
+
+    def __reduce__(self):
+        return (print, ("code ran",))
+
+
+def test_cifar_pickle_refuses_globals_a_batch_never_uses(tmp_path):
+    make_pickles(tmp_path / "p")
+    (tmp_path / "p" / "data_batch_2").write_bytes(pickle.dumps({b"data": _RunsCode()}))
+    with pytest.raises(DataError, match=r"data_batch_2: refused to unpickle it: it asks for "
+                       r"builtins\.print.*nothing in the file was run"):  # fmt: skip
+        read_cifar_pickle(tmp_path / "p")
+    # numpy scalars and Python-2 style protocol-2 pickles of the official layout still load
+    with open(tmp_path / "p" / "data_batch_2", "wb") as fh:
+        x = np.zeros((10, 3072), np.uint8)
+        pickle.dump({b"data": x, b"labels": [np.int64(i) for i in range(10)]}, fh, protocol=2)
+    assert read_cifar_pickle(tmp_path / "p")["x_train"].shape == (50, 3, 32, 32)

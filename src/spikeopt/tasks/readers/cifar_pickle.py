@@ -1,7 +1,8 @@
 """CIFAR-10 python batches: ``data_batch_1..5`` and ``test_batch``, in a folder or a tarball.
 
-These are pickles: reading them runs whatever code they contain, so only point ``data.root``
-at the official files or others you trust.
+These are pickles, and a plain ``pickle.load`` runs whatever code a file names. They are read
+with :class:`BatchUnpickler`, which builds only what the official batches hold (dicts, lists,
+bytes and numpy arrays) and refuses every other global, so nothing in a file can run.
 """
 
 from __future__ import annotations
@@ -55,14 +56,46 @@ def pickle_inputs(root: Path) -> list[Path]:
     return [folder / n for n in PICKLE_BATCHES]
 
 
+# The globals a CIFAR-10 batch needs: numpy's array/scalar reconstructors and dtype (under
+# numpy 1's and 2's module names) and the codec that protocol-2 pickles use for bytes.
+SAFE_GLOBALS = frozenset(
+    [(mod, name) for mod in ("numpy.core.multiarray", "numpy._core.multiarray")
+     for name in ("_reconstruct", "scalar")]
+    + [("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")]
+)  # fmt: skip
+
+
+class UnsafePickle(pickle.UnpicklingError):
+    """A pickle that names a global a CIFAR-10 batch never needs."""
+
+
+class BatchUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only :data:`SAFE_GLOBALS` (no code named by the file runs)."""
+
+    def find_class(self, module: str, name: str) -> Any:
+        """The global, when it is one a CIFAR-10 batch uses; else :class:`UnsafePickle`."""
+        if (module, name) not in SAFE_GLOBALS:
+            raise UnsafePickle(f"{module}.{name}")
+        return super().find_class(module, name)
+
+
 def _unpickle(fh: Any, where: str) -> tuple[np.ndarray, list[int]]:
     # The official batches are Python 2 pickles, hence encoding="bytes"
     try:
-        d = pickle.load(fh, encoding="bytes")
+        d = BatchUnpickler(fh, encoding="bytes").load()
+    except UnsafePickle as err:
+        raise DataError(
+            f"{where}: refused to unpickle it: it asks for {err}, which no CIFAR-10 python batch "
+            "uses (nothing in the file was run); point data.root at the official "
+            "cifar-10-python.tar.gz or its cifar-10-batches-py folder"
+        ) from None
+    except Exception as err:  # unpickling fails in many ways; all mean "not a CIFAR batch"
+        raise DataError(f"{where}: not a CIFAR-10 python batch ({err!r})") from None
+    try:
         data = d.get(b"data", d.get("data"))
         labels = d.get(b"labels", d.get("labels"))
         x = np.asarray(data, dtype=np.uint8).reshape(-1, 3, 32, 32)
-    except Exception as err:  # unpickling fails in many ways; all mean "not a CIFAR batch"
+    except Exception as err:  # a safe pickle of something else: not a dict with image rows
         raise DataError(f"{where}: not a CIFAR-10 python batch ({err!r})") from None
     if labels is None or len(labels) != len(x):
         raise DataError(f"{where}: {len(x)} images but labels are {labels!r:.40}")
@@ -70,7 +103,7 @@ def _unpickle(fh: Any, where: str) -> tuple[np.ndarray, list[int]]:
 
 
 def read_cifar_pickle(root: Path) -> Arrays:
-    """CIFAR-10 python batches from a folder or ``cifar-10-python.tar.gz`` (trusted files only)."""
+    """CIFAR-10 python batches from a folder or ``cifar-10-python.tar.gz`` (no code runs)."""
     batches: dict[str, tuple[np.ndarray, list[int]]] = {}
     if is_tarball(root):
         with open_tar(root) as tf:
