@@ -6,11 +6,14 @@ import pickle
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import pytest
 
+from spikeopt.config import load_yaml
 from spikeopt.recipes import list_recipes
+from spikeopt.train.outputs import run_lock
 
 TINY = [
     "encoder.steps=4",
@@ -138,6 +141,42 @@ def test_a_cifar_tarball_with_code_in_a_batch_is_refused_and_nothing_runs(tmp_pa
                  "--out", str(out))  # fmt: skip
     assert r.returncode == 2 and "refused to unpickle it: it asks for posix.system" in r.stderr
     assert not marker.exists() and not out.exists()
+
+
+def test_a_second_run_on_a_folder_in_use_fails_and_mixes_nothing(tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "spikeopt.cli", "run", "digits-mlp-surrogate", "--quiet"]
+    first = subprocess.Popen([*cmd, "trainer.epochs=1000", "--seed", "1", "--out", str(out)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "config.yaml").exists():
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        r = spikeopt("run", "digits-mlp-surrogate", "--seed", "2", "--out", str(out))
+        assert r.returncode == 2 and "is being written by another run (pid" in r.stderr
+        assert first.poll() is None  # the first run goes on, its files untouched
+        assert load_yaml(str(out / "config.yaml"))["trainer"]["seed"] == 1
+    finally:
+        first.kill()
+        first.wait()
+    with run_lock(out):  # kill -9 released the lock: --resume can take the folder
+        pass
+
+
+def test_runs_started_together_without_out_get_their_own_folders(tmp_path):
+    cmd = [sys.executable, "-m", "spikeopt.cli", "run", "digits-mlp-surrogate", *TINY, "--quiet"]
+    runs = [subprocess.Popen([*cmd, "--seed", str(s)], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE, text=True) for s in (1, 2)]  # fmt: skip
+    for p in runs:
+        assert p.wait(timeout=300) == 0, p.stderr.read() if p.stderr else ""
+    folders = sorted((tmp_path / "runs").iterdir())
+    assert len(folders) == 2
+    seeds = {json.loads((f / "summary.json").read_text())["seed"] for f in folders}
+    assert seeds == {1, 2}
+    for f in folders:
+        assert load_yaml(str(f / "config.yaml"))["trainer"]["seed"] == json.loads(
+            (f / "summary.json").read_text())["seed"]  # fmt: skip
 
 
 def test_forward_check(tmp_path):

@@ -33,8 +33,14 @@ def resolve(
 
 
 def default_out(recipe: str) -> Path:
-    """``runs/<recipe>-<timestamp>`` under the working directory."""
-    return Path("runs") / f"{recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
+    """``runs/<recipe>-<timestamp>`` under the working directory, ``-2``, ``-3``... when a
+    folder of that name exists (two runs started in the same second)."""
+    base = Path("runs") / f"{recipe}-{time.strftime('%Y%m%d-%H%M%S')}"
+    out, k = base, 1
+    while out.exists():
+        k += 1
+        out = base.with_name(f"{base.name}-{k}")
+    return out
 
 
 def run(
@@ -62,13 +68,28 @@ def run(
         cfg = C.apply(C.from_dict(C.load_yaml(str(out_dir / "config.yaml"))), overrides or {})
     else:
         cfg = resolve(recipe, overrides, config_file)
-        if out_dir is not None and any(
-            (out_dir / f).exists() for f in ("checkpoint.pt", "session0")
-        ):
-            raise C.ConfigError(
+    if out_dir is None:
+        return _run(cfg, None, recipe, resume, quiet, callbacks, sessions, workers)
+    with io.run_lock(out_dir):  # checked and written by one process at a time
+        if not resume and any((out_dir / f).exists() for f in ("checkpoint.pt", "session0")):
+            raise io.FolderTaken(
                 f"{out_dir} already holds a run; continue it with --resume {out_dir} "
                 "or choose another --out"
             )
+        return _run(cfg, out_dir, recipe, resume, quiet, callbacks, sessions, workers)
+
+
+def _run(
+    cfg: C.Config,
+    out_dir: Path | None,
+    recipe: str,
+    resume: bool,
+    quiet: bool,
+    callbacks: list[Callback] | None,
+    sessions: int,
+    workers: int,
+) -> dict[str, Any]:
+    """What :func:`run` does once the config is resolved and the folder is held."""
     if cfg.trainer.forward_check:
         return forward_check(cfg, out_dir)
     if resume and out_dir is not None:  # a multi-session folder resumes all its sessions

@@ -14,6 +14,7 @@ from spikeopt import config as C
 from spikeopt.methods import METHODS
 from spikeopt.recipes import APPLICATIONS, get_recipe, list_recipes
 from spikeopt.tasks.datasets import DataError
+from spikeopt.train.outputs import FolderTaken
 from spikeopt.tune.command import add_parser as add_tune_parser
 
 
@@ -47,17 +48,25 @@ def _run(args: argparse.Namespace) -> int:
     overrides = C.parse_overrides(args.overrides)
     if args.seed is not None:
         overrides["trainer.seed"] = args.seed
-    out = args.resume or args.out or str(api.default_out(args.recipe))
-    summary = api.run(
-        args.recipe,
-        overrides,
-        args.config,
-        out,
-        bool(args.resume),
-        args.quiet,
-        sessions=args.sessions,
-        workers=args.workers,
-    )
+    chosen = args.resume or args.out
+    for attempt in range(5):
+        out = chosen or str(api.default_out(args.recipe))
+        try:
+            summary = api.run(
+                args.recipe,
+                overrides,
+                args.config,
+                out,
+                bool(args.resume),
+                args.quiet,
+                sessions=args.sessions,
+                workers=args.workers,
+            )
+            break
+        except FolderTaken:
+            # a run started in the same second took the default name: take the next one
+            if chosen or attempt == 4:
+                raise
     if "test_acc" in summary:
         print(
             f"test accuracy {summary['test_acc']:.4f} (best {summary['best_test_acc']:.4f}) "

@@ -20,6 +20,15 @@ from typing import IO, Any
 
 import torch
 
+from spikeopt.config import ConfigError
+
+try:  # POSIX; elsewhere runs are not locked (see run_lock)
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+LOCK = ".lock"  # held (flock) by the process writing a run folder
+
 
 @contextmanager
 def atomic_open(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
@@ -112,3 +121,51 @@ class TensorBoard:
     def close(self) -> None:
         """Flush and close the event file."""
         self.writer.close()
+
+
+class FolderTaken(ConfigError):
+    """The run folder is being written by another process, or already holds a run."""
+
+
+@contextmanager
+def run_lock(folder: Path) -> Iterator[None]:
+    """Hold ``folder``'s run lock while the block runs, so two runs never mix their files.
+
+    The lock is an exclusive ``flock`` on ``folder/.lock``: a second process fails at once
+    with :class:`FolderTaken`, and the OS releases it when the holder dies (``kill -9``
+    included), so nothing stale blocks ``--resume``. A folder the block leaves holding nothing
+    but the lock (the run failed before writing) is removed again: bad input writes nothing.
+    """
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+        if fcntl is None:
+            break
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise FolderTaken(
+                f"{folder} is being written by another run (pid {holder}); wait for it to "
+                "finish, or choose another --out"
+            ) from None
+        try:  # the previous holder may have removed the file between our open and flock
+            same = os.fstat(fd).st_ino == os.stat(path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        yield
+    finally:
+        if [p.name for p in folder.iterdir()] == [LOCK]:
+            path.unlink()
+            if created:
+                folder.rmdir()
+        os.close(fd)

@@ -1,0 +1,53 @@
+"""Run folders: one writer at a time (the lock), unique default names, nothing left on failure."""
+
+from pathlib import Path
+
+import pytest
+
+from spikeopt import api
+from spikeopt.train.outputs import LOCK, FolderTaken, run_lock
+
+
+def test_a_held_folder_refuses_a_second_writer_and_frees_itself(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    with run_lock(out):
+        (out / "config.yaml").write_text("x")
+        taken = pytest.raises(FolderTaken, match=r"being written by another run \(pid \d+\)")
+        with taken, run_lock(out):
+            pass
+    with run_lock(out):  # released on exit
+        pass
+    assert sorted(p.name for p in out.iterdir()) == [LOCK, "config.yaml"]
+
+
+def test_a_block_that_writes_nothing_leaves_nothing(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError), run_lock(tmp_path / "new"):
+        raise RuntimeError
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "mine").mkdir()  # the user's own empty folder stays, without our lock file
+    with run_lock(tmp_path / "mine"):
+        pass
+    assert list((tmp_path / "mine").iterdir()) == []
+
+
+def test_default_names_skip_folders_that_exist(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(api.time, "strftime", lambda _: "20261202-010203")
+    first = api.default_out("digits-es")
+    assert first == Path("runs/digits-es-20261202-010203")
+    first.mkdir(parents=True)
+    assert api.default_out("digits-es") == Path("runs/digits-es-20261202-010203-2")
+
+
+def test_api_run_into_a_finished_run_is_refused_before_anything_is_written(tmp_path) -> None:
+    out = tmp_path / "run"
+    over = {"trainer.epochs": 1, "data.n_train": 100, "data.n_test": 50, "model.hidden": [16]}
+    api.run("digits-mlp-surrogate", over, None, out, quiet=True)
+
+    def files() -> dict[str, int]:  # the run's own files (the lock records its holder's pid)
+        return {p.name: p.stat().st_mtime_ns for p in out.iterdir() if p.name != LOCK}
+
+    before = files()
+    with pytest.raises(FolderTaken, match="already holds a run; continue it with --resume"):
+        api.run("digits-mlp-surrogate", over, None, out, quiet=True)
+    assert files() == before and "summary.json" in before
