@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from spikeopt import api
-from spikeopt.train.outputs import LOCK, FolderTaken, run_lock
+from spikeopt.train import outputs
+from spikeopt.train.outputs import LOCK, TMP_PREFIX, FolderTaken, run_lock, write_text
 
 
 def test_a_held_folder_refuses_a_second_writer_and_frees_itself(tmp_path: Path) -> None:
@@ -51,3 +52,21 @@ def test_api_run_into_a_finished_run_is_refused_before_anything_is_written(tmp_p
     with pytest.raises(FolderTaken, match="already holds a run; continue it with --resume"):
         api.run("digits-mlp-surrogate", over, None, out, quiet=True)
     assert files() == before and "summary.json" in before
+
+
+def test_outputs_take_the_umask_mode_like_the_tb_folder(tmp_path: Path, monkeypatch) -> None:
+    for mask, mode in ((0o022, 0o644), (0o027, 0o640)):
+        monkeypatch.setattr(outputs, "UMASK", mask)
+        write_text(tmp_path / "a.txt", "x")  # mkstemp alone would leave 0600
+        assert (tmp_path / "a.txt").stat().st_mode & 0o777 == mode
+
+
+def test_taking_the_lock_removes_temp_files_a_killed_run_left(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    (out / "tb").mkdir(parents=True)
+    left = [out / f"{TMP_PREFIX}checkpoint.pt.k3j2", out / "tb" / f"{TMP_PREFIX}metrics.csv.x"]
+    for f in left:
+        f.write_bytes(b"half")
+    (out / "checkpoint.pt").write_bytes(b"whole")
+    with run_lock(out):
+        assert not any(f.exists() for f in left) and (out / "checkpoint.pt").exists()

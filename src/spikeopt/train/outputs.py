@@ -30,15 +30,34 @@ except ImportError:  # pragma: no cover - Windows
 LOCK = ".lock"  # held (flock) by the process writing a run folder
 
 
+TMP_PREFIX = ".tmp-"  # atomic_open's temp files; run_lock removes ones a killed run left
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it: set and restore at once
+    os.umask(mask)
+    return mask
+
+
+# read once at import: setting it later, while TensorBoard's or Ray's threads create files,
+# would give those files the wrong mode for that instant
+UMASK = _read_umask()
+
+
 @contextmanager
 def atomic_open(path: Path, mode: str = "w") -> Iterator[IO[Any]]:
-    """Open a temp file beside ``path``; on success it replaces ``path``, on error it is removed."""
+    """Open a temp file beside ``path``; on success it replaces ``path``, on error it is removed.
+
+    The file gets the mode a plain ``open`` would (0666 less the umask): ``mkstemp``'s 0600
+    would otherwise survive the rename.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, mode) as fh:
             yield fh
             fh.flush()
+            os.fchmod(fh.fileno(), 0o666 & ~UMASK)
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -133,7 +152,8 @@ def run_lock(folder: Path) -> Iterator[None]:
 
     The lock is an exclusive ``flock`` on ``folder/.lock``: a second process fails at once
     with :class:`FolderTaken`, and the OS releases it when the holder dies (``kill -9``
-    included), so nothing stale blocks ``--resume``. A folder the block leaves holding nothing
+    included), so nothing stale blocks ``--resume``; the temp files a killed writer left are
+    removed once the lock is held. A folder the block leaves holding nothing
     but the lock (the run failed before writing) is removed again: bad input writes nothing.
     """
     created = not folder.exists()
@@ -162,6 +182,8 @@ def run_lock(folder: Path) -> Iterator[None]:
     try:
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
+        for tmp in folder.rglob(f"{TMP_PREFIX}*"):  # half-written files of a killed run
+            tmp.unlink()
         yield
     finally:
         if [p.name for p in folder.iterdir()] == [LOCK]:
