@@ -3,9 +3,11 @@
 import json
 import os
 import pickle
+import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
 import time
 from pathlib import Path
 
@@ -177,6 +179,25 @@ def test_runs_started_together_without_out_get_their_own_folders(tmp_path):
     for f in folders:
         assert load_yaml(str(f / "config.yaml"))["trainer"]["seed"] == json.loads(
             (f / "summary.json").read_text())["seed"]  # fmt: skip
+
+
+def test_asking_ray_for_more_cpus_than_the_cluster_has_fails_fast_instead_of_hanging(tmp_path):
+    pytest.importorskip("ray")
+    out = tmp_path / "run"
+    ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "RAY_AUTH_MODE": "disabled",
+           "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": ray_tmp}  # fmt: skip
+    args = ["es.workers=3", "es.worker_cpus=100", "es.population=16", "es.chunk=4", *TINY]
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "spikeopt.cli", "run", "digits-es", *args, "--out", str(out)],
+            capture_output=True, text=True, env=env, timeout=180,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "asks Ray for 300 CPUs but the cluster has" in r.stderr and "es.workers" in r.stderr
+    assert not out.exists()
 
 
 def test_forward_check(tmp_path):

@@ -135,6 +135,16 @@ class RayObjective:
             raise ConfigError(f"es.worker_cpus must be > 0, got {cpus_per_worker}")
         self.inner, self.workers, self.address = inner, workers, address
         self.cpus = cpus_per_worker
+        # Ray queues an actor it cannot place and waits forever: check before any is started
+        # (and before the run writes anything), against the cluster this run joins.
+        have = float(ensure_ray(address).cluster_resources().get("CPU", 0.0))
+        if workers * cpus_per_worker > have:
+            raise ConfigError(
+                f"es.workers={workers} x es.worker_cpus={cpus_per_worker:g} asks Ray for "
+                f"{workers * cpus_per_worker:g} CPUs but the cluster has {have:g}; lower "
+                "es.workers or es.worker_cpus (each actor holds its CPUs for the whole run), or "
+                "join a larger cluster with es.ray_address"
+            )
         self.actors: list[Any] = []
         self.restarts = 0  # actors replaced after dying; a metric for the curious
         self._model_ref: Any = None
