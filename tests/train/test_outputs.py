@@ -18,7 +18,7 @@ def test_a_held_folder_refuses_a_second_writer_and_frees_itself(tmp_path: Path) 
             pass
     with run_lock(out):  # released on exit
         pass
-    assert sorted(p.name for p in out.iterdir()) == [LOCK, "config.yaml"]
+    assert sorted(p.name for p in out.iterdir()) == ["config.yaml"]  # the lock went with it
 
 
 def test_a_block_that_writes_nothing_leaves_nothing(tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -128,6 +129,14 @@ class TensorBoard:
     def __init__(self, logdir: Path, purge_step: int | None = None) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
+        # Readers replay event files in name order, and a name is the second it was opened,
+        # then host, pid and a per-process counter: a file opened in the same second as the
+        # last one (a quick resume) could sort before it and have its purge undone. Wait
+        # for the next second instead (at most 1 s, only then).
+        stamps = [int(f.name.split(".")[3]) for f in logdir.glob("events.out.tfevents.*")
+                  if f.name.split(".")[3].isdigit()]  # fmt: skip
+        while stamps and int(time.time()) <= max(stamps):
+            time.sleep(0.05)
         self.writer = SummaryWriter(str(logdir), purge_step=purge_step)
 
     def log(self, row: dict[str, Any], step: int) -> None:
@@ -153,8 +162,9 @@ def run_lock(folder: Path) -> Iterator[None]:
     The lock is an exclusive ``flock`` on ``folder/.lock``: a second process fails at once
     with :class:`FolderTaken`, and the OS releases it when the holder dies (``kill -9``
     included), so nothing stale blocks ``--resume``; the temp files a killed writer left are
-    removed once the lock is held. A folder the block leaves holding nothing
-    but the lock (the run failed before writing) is removed again: bad input writes nothing.
+    removed once the lock is held. The lock file goes when the block ends, and a folder the
+    block created and left empty (the run failed before writing) goes too: bad input writes
+    nothing.
     """
     created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
@@ -186,8 +196,9 @@ def run_lock(folder: Path) -> Iterator[None]:
             tmp.unlink()
         yield
     finally:
-        if [p.name for p in folder.iterdir()] == [LOCK]:
-            path.unlink()
-            if created:
-                folder.rmdir()
+        # removed while still held: a process that opened it meanwhile sees the inode change
+        # above and retries, so the folder is left exactly as the run wrote it
+        path.unlink(missing_ok=True)
+        if created and not any(folder.iterdir()):  # the run failed before writing
+            folder.rmdir()
         os.close(fd)
