@@ -200,6 +200,15 @@ def test_asking_ray_for_more_cpus_than_the_cluster_has_fails_fast_instead_of_han
     assert not out.exists()
 
 
+def test_a_run_that_turns_nonfinite_says_so_and_exits_1(tmp_path):
+    out = tmp_path / "run"
+    args = [*TINY, "optim.lr=.inf", "--quiet", "--out", str(out)]
+    r = spikeopt("run", "digits-mlp-surrogate", *args)
+    assert r.returncode == 1 and "NaN/inf" in r.stderr and "trainer.nonfinite=stop" in r.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["ok"] is False and summary["nonfinite_first"]["step"] == 1
+
+
 def test_forward_check(tmp_path):
     r = spikeopt(
         "run",

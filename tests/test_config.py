@@ -36,7 +36,7 @@ from spikeopt.tasks.encoders import ENCODERS
 from spikeopt.tasks.envs import ENVS
 from spikeopt.tasks.readers import DATASET_READERS
 from spikeopt.train.experiment import DEVICES, TASKS
-from spikeopt.train.loop import EARLY_STOP_MODES, GOALS
+from spikeopt.train.loop import EARLY_STOP_MODES, GOALS, NONFINITE
 from spikeopt.train.schedules import ALPHA_SCHEDULES, LR_SCHEDULES
 
 
@@ -163,6 +163,7 @@ REGISTRIES: dict[str, Any] = {
     "loss.terms": TERMS,
     "early_stop.mode": EARLY_STOP_MODES,
     "early_stop.goal": GOALS,
+    "trainer.nonfinite": NONFINITE,
 }
 
 

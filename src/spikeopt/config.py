@@ -62,6 +62,7 @@ LRSchedule = Literal["none", "step", "multistep", "cosine", "plateau", "exponent
 AlphaSchedule = Literal["constant", "linear", "cosine", "exp", "step"]
 Device = Literal["auto", "cpu", "cuda"]
 TaskKind = Literal["classification", "control"]
+NonFiniteAction = Literal["stop", "skip"]
 EarlyStopMode = Literal["none", "threshold", "patience"]
 Goal = Literal["max", "min"]
 
@@ -312,6 +313,11 @@ class TrainerConfig:
     task: TaskKind = doc("classification", "what is trained")
     forward_check: bool = doc(
         False, "one forward pass: layer shapes and a finite loss, no training (snn-forward)"
+    )
+    nonfinite: NonFiniteAction = doc(
+        "stop",
+        "a step that leaves a NaN/inf weight or loss is undone; then stop the run, or skip "
+        "the step and go on",
     )
 
 

@@ -331,3 +331,45 @@ def test_fluct_init_fits_the_model_to_real_batches_before_training():
     assert all(torch.equal(a, b) for a, b in pairs)  # deterministic from the seed
     with pytest.raises(ConfigError, match="model.init=fluct"):
         build(api.resolve("nav-reinforce", {"model.init": "fluct"}))
+
+
+def _finite(model: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in (*model.parameters(), *model.buffers()))
+
+
+def test_a_step_that_makes_weights_nonfinite_is_undone_and_stops_the_run(tmp_path, capsys):
+    over = {**FAST, "optim.lr": float("inf")}
+    summary = api.run("digits-mlp-surrogate", over, out=tmp_path / "run", quiet=True)
+    assert summary["ok"] is False and summary["nonfinite_action"] == "stop"
+    assert summary["nonfinite_steps"] == 1 and summary["nonfinite_first"]["step"] == 1
+    assert summary["epochs"] == 1 and summary["stopped_early"] is True
+    err = capsys.readouterr().err
+    assert "left" in err and "NaN/inf" in err and "trainer.nonfinite=stop" in err
+    saved = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert saved["nonfinite_first"] == summary["nonfinite_first"]
+    exp = build(api.resolve("digits-mlp-surrogate", over))  # the checkpoint holds finite weights
+    exp.state = exp.method.load_state_dict(
+        exp.state, torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["method"]
+    )
+    assert _finite(exp.model)
+
+
+def test_skip_mode_undoes_each_bad_step_and_goes_on(tmp_path):
+    # every step with an infinite learning rate is bad: all undone, the weights stay at init
+    over = {**FAST, "optim.lr": float("inf"), "trainer.nonfinite": "skip"}
+    init = build(api.resolve("digits-mlp-surrogate", over)).model.state_dict()
+    out = tmp_path / "run"
+    summary = api.run("digits-mlp-surrogate", over, out=out, quiet=True)
+    assert summary["ok"] is True and summary["epochs"] == 3
+    assert summary["nonfinite_steps"] == summary["iterations"] == 3 * 23
+    exp = build(api.resolve("digits-mlp-surrogate", over))
+    ck = torch.load(out / "checkpoint.pt", weights_only=True)["method"]
+    exp.state = exp.method.load_state_dict(exp.state, ck)
+    for k, v in exp.model.state_dict().items():
+        torch.testing.assert_close(v, init[k], rtol=0, atol=0)
+    assert not exp.state.optimizer.state  # Adam's moments were undone with the weights
+
+
+def test_a_finite_run_carries_no_nonfinite_keys(tmp_path):
+    summary = api.run("digits-mlp-surrogate", {**FAST, "trainer.epochs": 1}, quiet=True)
+    assert not [k for k in summary if k.startswith("nonfinite") or k == "ok"]

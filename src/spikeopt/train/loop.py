@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import platform
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +40,65 @@ from spikeopt.train.schedules import alpha_at, build_lr_scheduler, step_lr_sched
 Callback = Callable[[Row], None]  # called with every metrics row, after it is checkpointed
 EARLY_STOP_MODES: tuple[str, ...] = ("none", "threshold", "patience")  # _early_stop
 GOALS: tuple[str, ...] = ("max", "min")  # early_stop.goal: _improved
+NONFINITE: tuple[str, ...] = ("stop", "skip")  # trainer.nonfinite: _steps
+
+
+class Guard:
+    """Undo for one step: the model's parameters and buffers and the optimizer's state are
+    copied into buffers kept for the run before each step (one memcpy of each, no
+    allocation), so a step that leaves anything non-finite can be put back."""
+
+    def __init__(self) -> None:
+        self.saved: list[torch.Tensor] = []
+        self.keys: list[tuple[Any, str]] = []  # (param, key) of each saved optimizer tensor
+
+    @staticmethod
+    def _tensors(exp: Experiment) -> tuple[list[torch.Tensor], list[tuple[Any, str]]]:
+        model, opt = exp.model, exp.state.optimizer
+        tensors = [t.detach() for t in (*model.parameters(), *model.buffers())]
+        keys = [] if opt is None else [
+            (p, k) for p, st in opt.state.items() for k, v in st.items()
+            if isinstance(v, torch.Tensor)
+        ]  # fmt: skip
+        return tensors + [opt.state[p][k] for p, k in keys] if opt else tensors, keys
+
+    def save(self, exp: Experiment) -> None:
+        """Copy the current values (the buffers are rebuilt only when the state's layout
+        changed: after the optimizer's first step)."""
+        tensors, keys = self._tensors(exp)
+        same = len(tensors) == len(self.saved) and all(
+            a.shape == b.shape and a.dtype == b.dtype for a, b in zip(tensors, self.saved)
+        )
+        if same and keys == self.keys:
+            torch._foreach_copy_(self.saved, tensors)
+        else:
+            self.saved, self.keys = [t.clone() for t in tensors], keys
+
+    def restore(self, exp: Experiment) -> None:
+        """Put the saved values back in place (the tensors stay the same objects); optimizer
+        state created by the undone step is dropped."""
+        opt = exp.state.optimizer
+        if opt is not None:
+            for p in [p for p in opt.state if p not in {q for q, _ in self.keys}]:
+                del opt.state[p]
+        tensors, keys = self._tensors(exp)
+        assert keys == self.keys, "the undone step changed the optimizer state's layout"
+        with torch.no_grad():
+            torch._foreach_copy_(tensors, self.saved)
+
+
+def nonfinite_count(exp: Experiment, metrics: dict[str, float]) -> int:
+    """NaN/inf values in the model's parameters and buffers, plus one for a non-finite loss.
+
+    The cheap test runs every step: a tensor's sum is finite when all of it is (one device
+    sync for all); the exact count only when it is not (or a sum overflowed).
+    """
+    tensors = [t.detach() for t in (*exp.model.parameters(), *exp.model.buffers())]
+    tensors = [t for t in tensors if t.is_floating_point()]
+    loss_bad = int(not math.isfinite(float(metrics.get("loss", 0.0))))
+    if not tensors or bool(torch.stack([t.sum().float() for t in tensors]).sum().isfinite()):
+        return loss_bad
+    return int(torch.stack([(~torch.isfinite(t)).sum() for t in tensors]).sum()) + loss_bad
 
 
 def _improved(value: float, best: float | None, goal: str, delta: float = 0.0) -> bool:
@@ -74,13 +134,37 @@ def versions() -> dict[str, str]:
     }
 
 
-def _steps(exp: Experiment, epoch: int, show: bool) -> list[Step]:
-    """Run the method over the epoch's batches; (batch info, metrics) per step."""
+def _steps(
+    exp: Experiment, epoch: int, show: bool, bad: dict[str, Any], guard: Guard
+) -> list[Step]:
+    """Run the method over the epoch's batches; (batch info, metrics) per step.
+
+    A step that leaves a non-finite weight or loss is undone and recorded in ``bad``
+    (``trainer.nonfinite``: ``stop`` ends the epoch there and sets ``bad["stop"]``, ``skip``
+    goes on with the next batch).
+    """
     task, steps = exp.task, []
     bar = tqdm(task.batches(epoch), total=task.steps, desc=f"epoch {epoch + 1}/{task.epochs}",
                leave=False, disable=not show or task.steps < 2, dynamic_ncols=True)  # fmt: skip
     for batch in bar:
+        guard.save(exp)
         exp.state, metrics = exp.method.step(exp.state, batch.data)
+        count = nonfinite_count(exp, metrics)
+        if count:
+            guard.restore(exp)
+            bad["skipped"] = bad.get("skipped", 0) + 1
+            bad.setdefault("first", {"epoch": epoch + 1, "step": exp.state.step, "values": count})
+            action = exp.cfg.trainer.nonfinite
+            then = "stop" if action == "stop" else "skip such steps"
+            if bad["skipped"] == 1:  # said once; the summary counts the rest
+                print(f"spikeopt: step {exp.state.step} (epoch {epoch + 1}) left {count} NaN/inf "
+                      f"weight or loss values; the step was undone and the run will {then} "
+                      f"(trainer.nonfinite={action}; a smaller optim.lr usually cures it)",
+                      file=sys.stderr)  # fmt: skip
+            if action == "stop":
+                bad["stop"] = True
+                break
+            continue
         steps.append((batch.info, metrics))
         bar.set_postfix({k: f"{metrics[k]:.3f}" for k in ("loss", "acc") if k in metrics})
     return steps
@@ -108,6 +192,8 @@ def train(
     )
     rows: list[Row] = []
     es_state: dict[str, Any] = {}
+    bad: dict[str, Any] = {}  # undone non-finite steps (trainer.nonfinite)
+    guard = Guard()
     start, wall0 = 0, 0.0
     if resume:
         if out is None:
@@ -131,7 +217,11 @@ def train(
     for epoch in bar:
         alpha = alpha_at(epoch, task.epochs, cfg.neuron, alpha0)
         set_surrogate(exp.model, get_surrogate(cfg.neuron.surrogate, alpha))
-        steps = _steps(exp, epoch, show)
+        steps = _steps(exp, epoch, show, bad, guard)
+        if not steps and task.kind != "classification":  # every update undone: no episode row
+            if bad.get("stop"):
+                break
+            continue
         head: Row = {"step": exp.state.step}
         if opt is not None:
             head["lr"] = opt.param_groups[0]["lr"]
@@ -144,7 +234,7 @@ def train(
             row["wall_s"] = wall
         rows.extend(new)
         step_lr_scheduler(sched, new[-1], cfg.sched)
-        stopped = _early_stop(cfg.early_stop, new[-1], es_state)
+        stopped = _early_stop(cfg.early_stop, new[-1], es_state) or bool(bad.get("stop"))
         if out is not None and tb is not None:
             io.write_csv(out / "metrics.csv", rows)
             for row in new:
@@ -172,6 +262,11 @@ def train(
         if stopped:
             break
     summary = summarize(exp, rows, stopped, name)
+    if bad:  # only runs that met one carry the keys
+        summary["nonfinite_steps"] = bad["skipped"]
+        summary["nonfinite_first"] = bad["first"]
+        summary["nonfinite_action"] = cfg.trainer.nonfinite
+        summary["ok"] = not bad.get("stop")  # the CLI exits 1 for a run stopped by it
     if out is not None and tb is not None:
         tb.close()
         io.write_json(out / "summary.json", summary)
