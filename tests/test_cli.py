@@ -98,9 +98,20 @@ def test_run_with_config_file_and_resume(tmp_path):
         (["optim.lr"], "not key=value"),
         (["--config", "/nonexistent.yaml"], "config file not found"),
         (["data.name=imagenet"], "imagenet"),
+        (["neuron.tau_m=0"], "neuron.tau_m=0.0 is out of range: it must be a finite number > 0"),
+        (["model.hidden=[0]"], "model.hidden=[0] is out of range: it must be sizes >= 1"),
+        (["optim.lr=.nan"], "optim.lr=nan is out of range: it must be > 0"),
+        (["--sessions", "0"], "--sessions must be >= 1, got 0"),
+        (["--config", "{dup}"], "key 'lr' appears twice in one mapping"),
+        (["--config", "{latin1}"], "is not UTF-8 text"),
+        (["--config", "{folder}"], "is a directory; give a YAML file"),
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(tmp_path, args, message):
+    files = {"dup": tmp_path / "dup.yaml", "latin1": tmp_path / "l.yaml", "folder": tmp_path}
+    files["dup"].write_text("optim:\n  lr: 0.1\n  lr: 0.2\n")
+    files["latin1"].write_bytes("model:\n  hidden: [128] # größer\n".encode("latin-1"))
+    args = [a.format(**files) for a in args]
     out = tmp_path / "run"
     r = spikeopt("run", "digits-surrogate", *args, "--out", str(out))
     assert r.returncode == 2
@@ -207,6 +218,25 @@ def test_a_run_that_turns_nonfinite_says_so_and_exits_1(tmp_path):
     assert r.returncode == 1 and "NaN/inf" in r.stderr and "trainer.nonfinite=stop" in r.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["ok"] is False and summary["nonfinite_first"]["step"] == 1
+
+
+def test_joining_a_ray_cluster_that_is_not_there_is_a_clear_error(tmp_path):
+    pytest.importorskip("ray")
+    out = tmp_path / "run"
+    ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # no cluster file there for 'auto'
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_TMPDIR": ray_tmp}  # fmt: skip
+    env.pop("RAY_ADDRESS", None)
+    try:
+        r = subprocess.run(
+            [sys.executable, "-m", "spikeopt.cli", "run", "digits-es", "es.workers=1",
+             "es.ray_address=auto", *TINY, "--out", str(out)],
+            capture_output=True, text=True, env=env, timeout=180,
+        )  # fmt: skip
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert r.returncode == 2 and "es.ray_address=auto: no Ray cluster answered" in r.stderr
+    assert "Traceback" not in r.stderr and not out.exists()
 
 
 def test_forward_check(tmp_path):

@@ -1,10 +1,13 @@
 """Config: dotted overrides, YAML files, and errors that name the key and the fix."""
 
+import re
 import typing
 from typing import Any
 
 import pytest
 
+from spikeopt import api
+from spikeopt import config as C
 from spikeopt.config import (
     Config,
     ConfigError,
@@ -31,6 +34,7 @@ from spikeopt.nn.layers import INITS, NORMS, POOLS
 from spikeopt.nn.models import ARCHS, OUTPUT_LAYERS
 from spikeopt.nn.policies import OBS_ENCODINGS, READOUTS
 from spikeopt.population import MODES, RANDOMNESS, SHAPINGS
+from spikeopt.recipes import RECIPES, get_recipe
 from spikeopt.tasks.datasets import AUGMENTATIONS
 from spikeopt.tasks.encoders import ENCODERS
 from spikeopt.tasks.envs import ENVS
@@ -213,3 +217,19 @@ def test_show_lists_the_names_of_every_choice():
         "one of: repeat | rate | deterministic | latency | sequence"
     )
     assert "one of" not in docs["optim.lr"][1]
+
+
+@pytest.mark.parametrize("key", sorted(C.RANGES))
+def test_every_range_refuses_a_value_outside_it_before_anything_is_written(key, tmp_path):
+    bad = {list: [0], int: -1, float: float("nan")}
+    cfg = api.resolve("digits-mlp-surrogate")
+    section, name = key.split(".")
+    value = bad[type(getattr(getattr(cfg, section), name))]
+    with pytest.raises(ConfigError, match=rf"{re.escape(key)}=.* is out of range: it must be"):
+        api.run("digits-mlp-surrogate", {key: value}, out=tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run").exists()
+
+
+def test_every_recipe_is_inside_the_ranges():
+    for name in RECIPES:
+        C.check_ranges(get_recipe(name).config())

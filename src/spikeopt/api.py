@@ -60,6 +60,8 @@ def run(
     returns their aggregate (:func:`spikeopt.train.sessions.run_sessions`).
     """
     out_dir = Path(out) if out is not None else None
+    if sessions < 1:
+        raise C.ConfigError(f"--sessions must be >= 1, got {sessions}")
     if resume:
         if out_dir is None or not (out_dir / "config.yaml").exists():
             raise C.ConfigError(

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import re
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -450,6 +452,75 @@ def check_choices(section: Any) -> None:
             choose(f"{prefix}.{name}", item, valid)
 
 
+def _at_least(low: float) -> Callable[[Any], bool]:
+    return lambda v: v >= low  # NaN compares False: refused
+
+
+def _positive(v: Any) -> bool:
+    return v > 0  # NaN compares False: refused (inf passes; the loop's guard catches it)
+
+
+def _finite_positive(v: Any) -> bool:
+    return math.isfinite(v) and v > 0
+
+
+def _finite_at_least_0(v: Any) -> bool:
+    return math.isfinite(v) and v >= 0
+
+
+def _each(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda vs: all(test(v) for v in vs)
+
+
+# Key -> (test, the valid range in words): numbers no run can use, refused before anything is
+# read or written (train.experiment.build calls check_ranges). Method-specific ranges (es.sigma,
+# es.population, ...) are checked by the method that reads them.
+RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "data.n_train": (_at_least(0), ">= 0 (0 = the whole split)"),
+    "data.n_test": (_at_least(0), ">= 0 (0 = the whole split)"),
+    "data.batch_size": (_at_least(1), ">= 1"),
+    "data.eval_batch_size": (_at_least(1), ">= 1"),
+    "encoder.steps": (_at_least(1), ">= 1"),
+    "encoder.window": (_at_least(1), ">= 1"),
+    "encoder.hold": (_at_least(1), ">= 1"),
+    "encoder.gain": (_finite_positive, "a finite number > 0"),
+    "model.hidden": (_each(_at_least(1)), "sizes >= 1 ([] for none)"),
+    "model.channels": (_each(_at_least(1)), "channel counts >= 1"),
+    "model.kernel_size": (_at_least(1), ">= 1"),
+    "model.neurons_per_class": (_at_least(1), ">= 1"),
+    "model.readout_tau": (_finite_at_least_0, ">= 0 (0 = neuron.tau_m)"),
+    "model.fluct_batches": (_at_least(1), ">= 1"),
+    "model.dropout": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "neuron.tau_m": (_finite_positive, "a finite number > 0 (in units of dt)"),
+    "neuron.dt": (_finite_positive, "a finite number > 0"),
+    "neuron.v_threshold": (math.isfinite, "a finite number"),
+    "optim.lr": (_positive, "> 0"),
+    "optim.weight_decay": (_finite_at_least_0, ">= 0"),
+    "optim.momentum": (_finite_at_least_0, ">= 0"),
+    "optim.clip_value": (_finite_at_least_0, ">= 0 (0 = off)"),
+    "optim.clip_norm": (_finite_at_least_0, ">= 0 (0 = off)"),
+    "trainer.epochs": (_at_least(1), ">= 1"),
+    "trainer.steps_per_epoch": (_at_least(0), ">= 0 (0 = one pass over the training set)"),
+    "es.rank": (_at_least(1), ">= 1"),
+    "es.chunk": (_at_least(0), ">= 0 (0 = automatic)"),
+    "es.memory_mb": (_finite_positive, "> 0"),
+    "es.workers": (_at_least(0), ">= 0 (0 = in this process)"),
+    "rl.gamma": (lambda v: 0 <= v <= 1, "in [0, 1]"),
+    "rl.episodes": (_at_least(1), ">= 1"),
+    "rl.generations": (_at_least(1), ">= 1"),
+    "rl.batch_episodes": (_at_least(1), ">= 1"),
+}
+
+
+def check_ranges(cfg: Config) -> None:
+    """Refuse any :data:`RANGES` key whose value no run can use, naming it and its range."""
+    for key, (test, valid) in RANGES.items():
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        if not test(value):
+            raise ConfigError(f"{key}={value!r} is out of range: it must be {valid}")
+
+
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -566,13 +637,34 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load that refuses a key given twice in one mapping (YAML keeps the last silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        """The mapping, after checking that no key repeats."""
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)  # type: ignore[no-untyped-call]
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(path: str) -> dict[str, Any]:
     """Read a YAML config file (safe_load) into a nested dict."""
     try:
         with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+            data = yaml.load(fh, Loader=_UniqueKeyLoader)
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a directory; give a YAML file") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({err.reason} at byte "
+                          f"{err.start}); save it as UTF-8") from None  # fmt: skip
     except yaml.YAMLError as err:
         raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
     if data is None:

@@ -62,7 +62,14 @@ def ensure_ray(address: str = "") -> ModuleType:
     """``ray``, initialised: joins ``address`` ('auto' = a running cluster) or starts locally."""
     ray = require_ray()
     if not ray.is_initialized():
-        ray.init(address=address or None, log_to_driver=False, include_dashboard=False)
+        try:
+            ray.init(address=address or None, log_to_driver=False, include_dashboard=False)
+        except ConnectionError as err:  # a named or 'auto' cluster that is not there
+            raise ConfigError(
+                f"es.ray_address={address}: no Ray cluster answered ({err}); start one with "
+                "`ray start --head` (and give its address), or leave es.ray_address empty to "
+                "start a local Ray"
+            ) from None
     return ray
 
 

@@ -120,6 +120,7 @@ def planned_rows(cfg: C.Config) -> int:
 def build(cfg: C.Config, builders: Builders | None = None) -> Experiment:
     """Build task (data or environment, model, loss, objective), method and state."""
     C.check_choices(cfg)  # a bad name in any section fails here, before any data is read
+    C.check_ranges(cfg)
     device = pick_device(cfg.trainer.device)
     cls = method_class(cfg)
     task = make_task(cfg, device, bool(cls.population), builders)
