@@ -420,3 +420,13 @@ def test_real_cifar10_tarball_subset(tmp_path: Path) -> None:
     )
     assert ds.n_classes == 10 and ds.x_train.min() >= 0.0 and ds.x_train.max() <= 1.0
     assert 0.3 < ds.x_train.mean().item() < 0.6  # natural images, not noise or zeros
+
+
+def test_idx_files_with_no_images_are_a_clear_error(tmp_path: Path) -> None:
+    root = tmp_path / "empty"
+    root.mkdir()
+    for split in ("train", "t10k"):
+        write_idx(root / f"{split}-images-idx3-ubyte", np.zeros((0, 28, 28), np.uint8))
+        write_idx(root / f"{split}-labels-idx1-ubyte", np.zeros((0,), np.uint8))
+    with pytest.raises(DataError, match=r"the mnist train split at .*empty holds 0 samples"):
+        load(name="mnist", root=str(root))

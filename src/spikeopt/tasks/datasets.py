@@ -76,6 +76,13 @@ def load_dataset(cfg: DataConfig) -> Dataset:
     except ConfigError as err:  # a dataset that cannot be named fails like one not found
         raise DataError(str(err)) from None
     arrays = _read(cfg)
+    for split in SPLITS:
+        if len(arrays[f"x_{split}"]) == 0:
+            where = f" at {cfg.root}" if cfg.root else ""
+            raise DataError(
+                f"the {cfg.name} {split} split{where} holds 0 samples; point data.root at "
+                "files that hold the dataset"
+            )
     # when the reader already decoded only the subset, this picks all of it: the identity
     picks = {s: subset_indices(arrays[f"y_{s}"], _n(cfg, s), cfg.subset_seed, s)
              for s in SPLITS}  # fmt: skip
