@@ -239,6 +239,20 @@ def test_joining_a_ray_cluster_that_is_not_there_is_a_clear_error(tmp_path):
     assert "Traceback" not in r.stderr and not out.exists()
 
 
+def test_resume_refuses_a_config_file_or_another_out_folder(tmp_path):
+    out = tmp_path / "run"
+    assert (
+        spikeopt("run", "digits-mlp-surrogate", *TINY, "--quiet", "--out", str(out)).returncode == 0
+    )
+    (tmp_path / "c.yaml").write_text("optim:\n  lr: 0.5\n")
+    r = spikeopt(
+        "run", "digits-mlp-surrogate", "--resume", str(out), "--config", str(tmp_path / "c.yaml")
+    )
+    assert r.returncode == 2 and "drop --config" in r.stderr
+    r = spikeopt("run", "digits-mlp-surrogate", "--resume", str(out), "--out", str(tmp_path / "b"))
+    assert r.returncode == 2 and "drop --out" in r.stderr and not (tmp_path / "b").exists()
+
+
 def test_forward_check(tmp_path):
     r = spikeopt(
         "run",

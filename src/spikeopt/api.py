@@ -67,7 +67,9 @@ def run(
             raise C.ConfigError(
                 f"--resume {out}: no config.yaml there; give the --out folder of a run"
             )
-        cfg = C.apply(C.from_dict(C.load_yaml(str(out_dir / "config.yaml"))), overrides or {})
+        saved = C.from_dict(C.load_yaml(str(out_dir / "config.yaml")))
+        cfg = C.apply(saved, overrides or {})
+        check_resume(saved, cfg, out_dir)
     else:
         cfg = resolve(recipe, overrides, config_file)
     if out_dir is None:
@@ -79,6 +81,41 @@ def run(
                 "or choose another --out"
             )
         return _run(cfg, out_dir, recipe, resume, quiet, callbacks, sessions, workers)
+
+
+# What a resume may change: where and how it runs, never what it computes; the length only
+# where no schedule was laid out over it (RESUME_LENGTH).
+RESUME_KEYS = ("trainer.progress", "trainer.device", "data.root", "data.cache_dir",
+               "es.workers", "es.worker_cpus", "es.ray_address")  # fmt: skip
+RESUME_LENGTH = ("trainer.epochs", "rl.episodes", "rl.generations")
+LENGTH_FREE_SCHEDULES = ("none", "step", "multistep", "exponential", "plateau")
+
+
+def check_resume(saved: C.Config, cfg: C.Config, out: Path) -> None:
+    """Refuse a resume whose overrides change what the run computes (a ConfigError naming
+    the key): it would no longer continue the run in ``out``."""
+    before, after = C.flatten(C.to_dict(saved)), C.flatten(C.to_dict(cfg))
+    for key in [k for k in after if after[k] != before.get(k) and k not in RESUME_KEYS]:
+        if key in RESUME_LENGTH:
+            laid_out = []
+            if cfg.sched.name not in LENGTH_FREE_SCHEDULES:
+                laid_out.append(f"sched.name={cfg.sched.name}")
+            if cfg.neuron.alpha_schedule != "constant":
+                laid_out.append(f"neuron.alpha_schedule={cfg.neuron.alpha_schedule}")
+            if not laid_out:
+                continue
+            raise C.ConfigError(
+                f"--resume {out}: {key}={after[key]} would change the run's length, but "
+                f"{' and '.join(laid_out)} was laid out over {key}={before.get(key)} (the "
+                "rates of the epochs left would jump); resume with the same length, or start "
+                "a new run"
+            )
+        raise C.ConfigError(
+            f"--resume {out}: {key}={after[key]!r} differs from the run's {before.get(key)!r}; "
+            "a resume continues the run as it was. It may change only "
+            f"{', '.join(RESUME_KEYS + RESUME_LENGTH)} (the length where no schedule depends "
+            "on it); start a new run for the rest"
+        )
 
 
 def _run(

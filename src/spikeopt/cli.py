@@ -48,9 +48,20 @@ def _run(args: argparse.Namespace) -> int:
     overrides = C.parse_overrides(args.overrides)
     if args.seed is not None:
         overrides["trainer.seed"] = args.seed
+    if args.resume and args.config:
+        raise C.ConfigError(
+            f"--resume {args.resume} continues the run with its own config.yaml; drop "
+            "--config (a resume may only change where it runs and, without a schedule, its "
+            "length, given as key=value)"
+        )
+    if args.resume and args.out and Path(args.out) != Path(args.resume):
+        raise C.ConfigError(
+            f"--resume {args.resume} writes to its own folder; drop --out {args.out}"
+        )
     chosen = args.resume or args.out
     for attempt in range(5):
         out = chosen or str(api.default_out(args.recipe))
+        args.chosen_out = out  # for the interrupt message
         try:
             summary = api.run(
                 args.recipe,
@@ -200,7 +211,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"spikeopt: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("spikeopt: interrupted; continue with --resume DIR", file=sys.stderr)
+        where = getattr(args, "chosen_out", None)
+        hint = f"--resume {where}" if where else "--resume <its runs/ folder>"
+        print(f"spikeopt: interrupted; continue with {hint}", file=sys.stderr)
         return 130
 
 

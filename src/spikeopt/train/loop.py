@@ -199,7 +199,19 @@ def train(
         if out is None:
             raise C.ConfigError("resume needs the run's output folder (out)")
         ck = io.load_checkpoint(out / "checkpoint.pt")
-        exp.state = exp.method.load_state_dict(exp.state, ck["method"])
+        if name and ck.get("recipe", name) != name:
+            raise C.ConfigError(
+                f"{out} is a run of {ck['recipe']}, not {name}; resume it with "
+                f"`spikeopt run {ck['recipe']} --resume {out}`"
+            )
+        try:
+            exp.state = exp.method.load_state_dict(exp.state, ck["method"])
+        except (KeyError, RuntimeError, ValueError) as err:  # shapes or names that differ
+            raise C.ConfigError(
+                f"{out}/checkpoint.pt does not fit the model and method of {out}/config.yaml "
+                f"({type(err).__name__}: {str(err)[:160]}); was config.yaml edited? restore "
+                "it, or start a new run"
+            ) from None
         if sched is not None and ck["scheduler"] is not None:
             sched.load_state_dict(ck["scheduler"])
         rows, es_state, start, wall0 = ck["rows"], ck["early_stop"], ck["epoch"], ck["wall_s"]
@@ -249,6 +261,7 @@ def train(
                     "epoch": epoch + 1,
                     "wall_s": wall,
                     "rng": torch.get_rng_state(),
+                    "recipe": name,
                 },
             )
         for cb in callbacks or []:

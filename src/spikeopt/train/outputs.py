@@ -109,7 +109,14 @@ def load_checkpoint(path: Path) -> dict[str, Any]:
     """Load a checkpoint with ``weights_only=True`` (no arbitrary code runs)."""
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}: is this the --out folder of a run?")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        ck: dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, overwritten or not a checkpoint: all unreadable
+        raise ConfigError(
+            f"{path} cannot be read as a spikeopt checkpoint ({type(err).__name__}: "
+            f"{str(err)[:120]}); it is damaged -- start a new run, or restore the file"
+        ) from None
+    return ck
 
 
 def write_figure(path: Path, fig: Any) -> None:
