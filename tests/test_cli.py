@@ -253,6 +253,16 @@ def test_resume_refuses_a_config_file_or_another_out_folder(tmp_path):
     assert r.returncode == 2 and "drop --out" in r.stderr and not (tmp_path / "b").exists()
 
 
+def test_version_and_a_piped_run_writes_lines_not_a_progress_bar(tmp_path):
+    r = spikeopt("--version")
+    assert r.returncode == 0 and r.stdout.strip().startswith("spikeopt 0.")
+    r = spikeopt("run", "digits-mlp-surrogate", *TINY[:-3], "trainer.epochs=2", "data.n_train=200",
+                 "data.n_test=100", "--out", str(tmp_path / "run"))  # fmt: skip
+    assert r.returncode == 0 and "\r" not in r.stderr + r.stdout
+    assert [line.split()[1] for line in r.stdout.splitlines() if line.startswith("epoch")] == [
+        "1/2", "2/2"]  # fmt: skip
+
+
 def test_forward_check(tmp_path):
     r = spikeopt(
         "run",

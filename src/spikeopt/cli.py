@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import spikeopt
 from spikeopt import api
 from spikeopt import config as C
 from spikeopt.methods import METHODS
@@ -145,6 +146,7 @@ def _diagnose(args: argparse.Namespace) -> int:
 def parser() -> argparse.ArgumentParser:
     """The argument parser of the ``spikeopt`` command."""
     p = argparse.ArgumentParser(prog="spikeopt", description="Train spiking neural networks.")
+    p.add_argument("--version", action="version", version=f"spikeopt {spikeopt.__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     ls = sub.add_parser("list", help="list recipes")
     ls.add_argument("--method", choices=list(METHODS), help="recipes trained by this method")

@@ -222,7 +222,9 @@ def train(
         # events logged after the checkpoint (a crash between writes) are dropped on resume
         tb = io.TensorBoard(out / "tb", purge_step=int(rows[-1][task.key]) + 1 if rows else None)
     t0 = time.perf_counter() - wall0
-    show = not quiet and cfg.trainer.progress
+    # a bar redraws with \r: into a pipe or a log file it is kilobytes of noise per epoch, so
+    # there only the one line per epoch below is written
+    show = not quiet and cfg.trainer.progress and sys.stderr.isatty()
     stopped = False
     bar = tqdm(range(start, task.epochs), total=task.epochs, initial=start,
                desc=name or task.kind, disable=not show, dynamic_ncols=True)  # fmt: skip
