@@ -192,20 +192,25 @@ def test_runs_started_together_without_out_get_their_own_folders(tmp_path):
             (f / "summary.json").read_text())["seed"]  # fmt: skip
 
 
-def test_asking_ray_for_more_cpus_than_the_cluster_has_fails_fast_instead_of_hanging(tmp_path):
+def spikeopt_on_fresh_ray(*args: str) -> subprocess.CompletedProcess:
+    """The command with a quiet Ray of its own: a short fresh temp dir (Ray's socket paths must
+    stay short; 'auto' finds no cluster file there) and no RAY_ADDRESS."""
     pytest.importorskip("ray")
-    out = tmp_path / "run"
-    ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay short
+    ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "RAY_AUTH_MODE": "disabled",
            "RAY_USAGE_STATS_ENABLED": "0", "RAY_TMPDIR": ray_tmp}  # fmt: skip
-    args = ["es.workers=3", "es.worker_cpus=100", "es.population=16", "es.chunk=4", *TINY]
+    env.pop("RAY_ADDRESS", None)
     try:
-        r = subprocess.run(
-            [sys.executable, "-m", "spikeopt.cli", "run", "digits-es", *args, "--out", str(out)],
-            capture_output=True, text=True, env=env, timeout=180,
-        )  # fmt: skip
+        return subprocess.run([sys.executable, "-m", "spikeopt.cli", *args],
+                              capture_output=True, text=True, env=env, timeout=180)  # fmt: skip
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def test_asking_ray_for_more_cpus_than_the_cluster_has_fails_fast_instead_of_hanging(tmp_path):
+    out = tmp_path / "run"
+    args = ["es.workers=3", "es.worker_cpus=100", "es.population=16", "es.chunk=4", *TINY]
+    r = spikeopt_on_fresh_ray("run", "digits-es", *args, "--out", str(out))
     assert r.returncode == 2, r.stderr[-2000:]
     assert "asks Ray for 300 CPUs but the cluster has" in r.stderr and "es.workers" in r.stderr
     assert not out.exists()
@@ -221,20 +226,9 @@ def test_a_run_that_turns_nonfinite_says_so_and_exits_1(tmp_path):
 
 
 def test_joining_a_ray_cluster_that_is_not_there_is_a_clear_error(tmp_path):
-    pytest.importorskip("ray")
     out = tmp_path / "run"
-    ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # no cluster file there for 'auto'
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0",
-           "RAY_TMPDIR": ray_tmp}  # fmt: skip
-    env.pop("RAY_ADDRESS", None)
-    try:
-        r = subprocess.run(
-            [sys.executable, "-m", "spikeopt.cli", "run", "digits-es", "es.workers=1",
-             "es.ray_address=auto", *TINY, "--out", str(out)],
-            capture_output=True, text=True, env=env, timeout=180,
-        )  # fmt: skip
-    finally:
-        shutil.rmtree(ray_tmp, ignore_errors=True)
+    args = ["es.workers=1", "es.ray_address=auto", *TINY, "--out", str(out)]
+    r = spikeopt_on_fresh_ray("run", "digits-es", *args)
     assert r.returncode == 2 and "es.ray_address=auto: no Ray cluster answered" in r.stderr
     assert "Traceback" not in r.stderr and not out.exists()
 
