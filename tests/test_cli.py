@@ -1,5 +1,6 @@
 """The `spikeopt` command, run as a real subprocess."""
 
+import dataclasses
 import json
 import os
 import pickle
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from spikeopt.config import load_yaml
+from spikeopt.config import Config, load_yaml
 from spikeopt.recipes import list_recipes
 from spikeopt.train.outputs import run_lock
 
@@ -52,6 +53,21 @@ def test_show_prints_every_key_with_its_doc():
     assert r.returncode == 0
     assert "optim.lr = 0.5    # learning rate" in r.stdout
     assert "neuron.tau_m = 20.0" in r.stdout
+
+
+def test_show_prints_the_namespaces_the_recipe_uses_and_all_with_all():
+    def namespaces(*args: str) -> set[str]:
+        r = spikeopt("show", *args)
+        assert r.returncode == 0, r.stderr
+        return {line.split(".")[0] for line in r.stdout.splitlines() if not line.startswith("#")}
+
+    image = namespaces("digits-surrogate")
+    assert {"data", "model", "optim", "loss"} <= image and not image & {"rl", "env", "policy", "es"}
+    assert {"es", "nodepert"} <= namespaces("digits-nodepert")
+    control = namespaces("nav-reinforce")
+    assert {"rl", "env", "policy"} <= control and not control & {"loss", "data", "es"}
+    assert namespaces("digits-surrogate", "--all") == {f.name for f in dataclasses.fields(Config)}
+    assert "--all" in spikeopt("show", "digits-surrogate").stdout.splitlines()[-1]
 
 
 def test_run_writes_outputs_and_prints_accuracy(tmp_path):

@@ -1,5 +1,6 @@
 """Config: dotted overrides, YAML files, and errors that name the key and the fix."""
 
+import dataclasses
 import re
 import typing
 from typing import Any
@@ -233,3 +234,12 @@ def test_every_range_refuses_a_value_outside_it_before_anything_is_written(key, 
 def test_every_recipe_is_inside_the_ranges():
     for name in RECIPES:
         C.check_ranges(get_recipe(name).config())
+
+
+def test_every_config_section_is_read_by_every_run_or_a_task_or_a_method():
+    from spikeopt.train.experiment import COMMON_SECTIONS, TASKS
+
+    claimed = {*COMMON_SECTIONS}
+    claimed |= {s for t in TASKS.values() for s in t.sections}
+    claimed |= {s for m in METHODS.values() for s in m.sections}
+    assert claimed == {f.name for f in dataclasses.fields(Config)}  # none hidden from show

@@ -15,6 +15,7 @@ from spikeopt import config as C
 from spikeopt.methods import METHODS
 from spikeopt.recipes import APPLICATIONS, get_recipe, list_recipes
 from spikeopt.tasks.datasets import DataError
+from spikeopt.train.experiment import used_sections
 from spikeopt.train.outputs import FolderTaken
 from spikeopt.tune.command import add_parser as add_tune_parser
 
@@ -40,8 +41,16 @@ def _show(args: argparse.Namespace) -> int:
     recipe = get_recipe(args.recipe)
     cfg = api.resolve(args.recipe, C.parse_overrides(args.overrides), args.config)
     print(f"# {recipe.name}: {recipe.summary}")
+    used = used_sections(cfg)
+    hidden = 0
     for key, (value, doc) in C.key_docs(cfg).items():
-        print(f"{key} = {json.dumps(value)}    # {doc}")
+        if args.all or key.split(".")[0] in used:
+            print(f"{key} = {json.dumps(value)}    # {doc}")
+        else:
+            hidden += 1
+    if hidden:
+        print(f"# {hidden} keys of other tasks and methods not shown "
+              f"(spikeopt show {args.recipe} --all)")  # fmt: skip
     return 0
 
 
@@ -157,6 +166,8 @@ def parser() -> argparse.ArgumentParser:
     sh.add_argument("recipe")
     sh.add_argument("overrides", nargs="*", metavar="key=value")
     sh.add_argument("--config", help="YAML file applied before the overrides")
+    sh.add_argument("--all", action="store_true",
+                    help="every key, also those of other tasks and methods")  # fmt: skip
     sh.set_defaults(fn=_show)
     rn = sub.add_parser("run", help="train a recipe")
     rn.add_argument("recipe")

@@ -62,6 +62,7 @@ class Method(Protocol):
     name: str
     population: bool  # True: evaluates a population through an Objective (es.* applies)
     tasks: tuple[str, ...]  # the task kinds (trainer.task) it can train
+    sections: tuple[str, ...]  # the config sections it reads beyond every run's (spikeopt show)
 
     def init(self, model: nn.Module, cfg: Config) -> TrainState:
         """Fresh training state for ``model``."""

@@ -73,6 +73,7 @@ class GuidedES(Strategy):
 
     name = "guided-es"
     tasks = ("classification",)
+    sections = ("es", "guided")
     state_type = GuidedState
 
     def check(self, cfg: Config) -> None:

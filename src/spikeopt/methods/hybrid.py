@@ -77,6 +77,7 @@ class Hybrid(ES):
 
     name = "hybrid"
     tasks = ("classification",)
+    sections = ("es", "hybrid")
     cosine_key = "cos_es"
 
     def check(self, cfg: Config) -> None:

@@ -135,6 +135,7 @@ class NodePert(Strategy):
 
     name = "nodepert"
     tasks = ("classification",)
+    sections = ("es", "nodepert")
 
     def check(self, cfg: Config) -> None:
         """The nodepert.* choices, the population, the weight noise and a per-sample loss."""

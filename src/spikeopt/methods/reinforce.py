@@ -90,6 +90,7 @@ class REINFORCE:
     name = "reinforce"
     population = False  # runs a population through an Objective
     tasks: tuple[str, ...] = ("control",)  # the task kinds it can train
+    sections: tuple[str, ...] = ()
 
     def __init__(self, cfg: Config, loss: Any = None) -> None:
         r = cfg.rl

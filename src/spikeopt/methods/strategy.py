@@ -140,6 +140,7 @@ class Strategy:
     name = "strategy"
     population = True
     tasks: tuple[str, ...] = ("classification", "control")
+    sections: tuple[str, ...] = ("es",)
     state_type: type[TrainState] = TrainState
     cosine_key = "cos_surrogate"
 

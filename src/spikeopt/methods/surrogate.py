@@ -26,6 +26,7 @@ class Surrogate:
     name = "surrogate"
     population = False  # runs a population through an Objective
     tasks: tuple[str, ...] = ("classification",)  # the task kinds it can train
+    sections: tuple[str, ...] = ()
 
     def __init__(self, cfg: Config, loss: Loss) -> None:
         self.cfg = cfg

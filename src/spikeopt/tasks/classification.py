@@ -101,6 +101,7 @@ class ClassificationTask:
     """Image and sequence classification on the :class:`~spikeopt.tasks.base.Task` protocol."""
 
     kind = "classification"
+    sections = ("data", "encoder", "loss", "metric")  # the config sections it reads
     metric = "test_acc"
     key = "epoch"
     shown: tuple[str, ...] = ("train_loss", "train_acc", "test_loss", "test_acc")

@@ -180,6 +180,7 @@ class ControlTask:
     """Closed-loop control on the :class:`~spikeopt.tasks.base.Task` protocol."""
 
     kind = "control"
+    sections = ("env", "policy", "rl", "encoder")  # the config sections it reads
     metric = "return"
     key = "episode"
     shown: tuple[str, ...] = ("return", "success", "steps")

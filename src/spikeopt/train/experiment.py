@@ -10,6 +10,7 @@ here, so a run that starts has nothing left to refuse.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -79,6 +80,19 @@ def pick_device(name: C.Device) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise C.ConfigError("trainer.device=cuda but no CUDA device is available; use cpu or auto")
     return torch.device(name)
+
+
+COMMON_SECTIONS = ("model", "neuron", "method", "optim", "sched", "trainer", "early_stop")
+
+
+def used_sections(cfg: C.Config) -> list[str]:
+    """The config sections a run of ``cfg`` reads: every run's, its task's and its method's
+    (what ``spikeopt show`` prints; ``--all`` prints the rest too)."""
+    C.check_choices(cfg.trainer)
+    C.check_choices(cfg.method)
+    task, method = TASKS[cfg.trainer.task], METHODS[cfg.method.name]
+    used = {*COMMON_SECTIONS, *task.sections, *method.sections}
+    return [f.name for f in dataclasses.fields(cfg) if f.name in used]
 
 
 def method_class(cfg: C.Config) -> Any:
