@@ -85,3 +85,12 @@ def test_zeroth_order_recipe_trains_by_nodepert_and_es(name, method, small_files
     summary = api.run(name, overrides, None, tmp_path / "run", quiet=True)
     assert summary["method"] == method and summary["iterations"] == 2
     assert math.isfinite(summary["test_loss"]) and (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_forward_check_is_not_ok_when_a_spiking_layer_never_fires():
+    summary = api.forward_check(api.resolve("snn-forward"))
+    assert summary["ok"] and not any(layer["silent"] for layer in summary["layers"])
+    summary = api.forward_check(api.resolve("snn-forward", {"neuron.v_threshold": 1e6}))
+    assert not summary["ok"] and [layer["silent"] for layer in summary["layers"]] == [True, True]
+    li = api.forward_check(api.resolve("snn-forward", {"model.readout": "li"}))
+    assert li["ok"] and not li["layers"][-1]["silent"]  # an LI readout has no spikes to miss

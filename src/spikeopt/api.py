@@ -152,7 +152,11 @@ def forward_check(cfg: C.Config, out: Path | None = None) -> dict[str, Any]:
     layers = []
     for i, (s, v) in enumerate(zip(spikes, mems)):
         ok = s.dim() == 3 and s.shape[:2] == (b, t) and v.shape == s.shape
-        layers.append({"layer": i, "shape": list(s.shape), "ok": ok, "rate": float(s.mean())})
+        # a spiking layer (the readout only when it is LIF) that never fires passes nothing on
+        spiking = i < len(spikes) - 1 or cfg.model.readout == "lif"
+        silent = spiking and not bool(s.any())
+        layers.append({"layer": i, "shape": list(s.shape), "ok": ok and not silent,
+                       "rate": float(s.mean()), "silent": silent})  # fmt: skip
     summary = {
         "input_shape": list(xt.shape),
         "layers": layers,

@@ -6,7 +6,7 @@ import pytest
 
 from spikeopt import api
 from spikeopt.train import outputs
-from spikeopt.train.outputs import LOCK, TMP_PREFIX, FolderTaken, run_lock, write_text
+from spikeopt.train.outputs import LOCK, TMP_PREFIX, FolderTaken, run_lock, tag, write_text
 
 
 def test_a_held_folder_refuses_a_second_writer_and_frees_itself(tmp_path: Path) -> None:
@@ -70,3 +70,10 @@ def test_taking_the_lock_removes_temp_files_a_killed_run_left(tmp_path: Path) ->
     (out / "checkpoint.pt").write_bytes(b"whole")
     with run_lock(out):
         assert not any(f.exists() for f in left) and (out / "checkpoint.pt").exists()
+
+
+def test_tensorboard_tags_group_only_the_metric_prefixes() -> None:
+    assert [tag(k) for k in ("train_loss", "test_acc", "layer0_rate", "train_eval_acc")] == [
+        "train/loss", "test/acc", "layer0/rate", "train/eval_acc"]  # fmt: skip
+    assert [tag(k) for k in ("wall_s", "optimal_steps", "steps_ratio", "lr")] == [
+        "wall_s", "optimal_steps", "steps_ratio", "lr"]  # fmt: skip

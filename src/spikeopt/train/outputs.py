@@ -12,6 +12,7 @@ import io
 import json
 import math
 import os
+import re
 import tempfile
 import time
 from collections.abc import Iterator
@@ -130,6 +131,16 @@ def write_figure(path: Path, fig: Any) -> None:
         plt.close(fig)
 
 
+_GROUP = re.compile(r"(train|test|layer\d+)_(.+)")  # metrics.csv prefixes that name a group
+
+
+def tag(key: str) -> str:
+    """The TensorBoard tag of a metrics column: ``train_loss`` -> ``train/loss``,
+    ``layer0_rate`` -> ``layer0/rate``; other names stay whole (``wall_s``, ``optimal_steps``)."""
+    m = _GROUP.fullmatch(key)
+    return f"{m[1]}/{m[2]}" if m else key
+
+
 class TensorBoard:
     """Scalars to TensorBoard event files under ``out/tb`` (lazy import: it is slow)."""
 
@@ -147,10 +158,10 @@ class TensorBoard:
         self.writer = SummaryWriter(str(logdir), purge_step=purge_step)
 
     def log(self, row: dict[str, Any], step: int) -> None:
-        """Every finite numeric value of ``row`` as a scalar at ``step``."""
+        """Every finite numeric value of ``row`` as a scalar at ``step``, under :func:`tag`."""
         for key, value in row.items():
             if isinstance(value, (int, float)) and math.isfinite(value) and key != "epoch":
-                self.writer.add_scalar(key.replace("_", "/", 1), value, step)
+                self.writer.add_scalar(tag(key), value, step)
         self.writer.flush()
 
     def close(self) -> None:
