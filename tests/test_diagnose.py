@@ -63,7 +63,15 @@ def test_overfit_batch_bptt_loss_falls():
 def test_grad_quality_improves_with_the_population():
     f = grad_quality(api.resolve("digits-hybrid", TINY), populations=(4, 256), sigmas=(0.01,))
     small, large = (r["cos_surrogate"] for r in f.rows)
-    assert large > small and large > 0.1 and f.ok
+    assert large > small and large > 0.1
+    assert f.ok and "points where the true loss falls" in f.verdict
+    assert all(-1 <= r["agreement"] <= 1 for r in f.rows)  # a cosine, clipped
+
+
+def test_grad_quality_fails_a_biased_surrogate():
+    sharp = {**TINY, "neuron.surrogate": "boxcar", "neuron.alpha": 20.0}
+    f = grad_quality(api.resolve("digits-hybrid", sharp), populations=(1024,), sigmas=(0.01,))
+    assert not f.ok and "BIASED" in f.verdict
 
 
 def test_encoders_measure_noise_only_where_the_encoding_is_random():

@@ -65,7 +65,9 @@ def grad_quality(
     of one estimate with the true (smoothed) gradient is about ``sqrt(cos_repeat)``;
     ``agreement = cos_surrogate / sqrt(cos_repeat)`` then estimates the cosine between the
     surrogate gradient and the true-loss gradient ES sees: near 1 the surrogate is faithful,
-    well below 1 it is biased (worth a hybrid or ES).
+    well below 1 it is biased (worth a hybrid or ES). It is a cosine, so it is clipped to
+    [-1, 1] (sampling noise pushes the ratio past 1). The check passes only when the verdict
+    is "faithful": a biased or an undecidable (too noisy) one fails.
     """
     exp = build(cfg)
     batch, model = fixed_batch(exp), exp.model
@@ -87,13 +89,16 @@ def grad_quality(
             rep_cos = statistics.fmean(
                 cosine(ests[i], ests[j]) for i, j in ((0, 1), (0, 2), (1, 2))
             )
-            agreement = cos_s / math.sqrt(rep_cos) if rep_cos > 0 else math.nan
+            ratio = cos_s / math.sqrt(rep_cos) if rep_cos > 0 else math.nan
+            agreement = ratio if math.isnan(ratio) else max(-1.0, min(1.0, ratio))
             rows.append({"population": pop, "sigma": sigma, "cos_surrogate": cos_s,
                          "cos_repeat": rep_cos, "fit_ties": ties,
                          "agreement": agreement})  # fmt: skip
     best = max(rows, key=lambda r: r["cos_surrogate"])
-    agree = [r["agreement"] for r in rows if r["cos_repeat"] > 0.01]
-    a = statistics.median(agree) if agree else math.nan
+    # judged where the ES estimates carry the most signal: a small, noisy population's ratio
+    # (cos_repeat near 0) is mostly noise and must not outvote it
+    usable = [r for r in rows if r["cos_repeat"] > 0.01]
+    a = max(usable, key=lambda r: r["cos_repeat"])["agreement"] if usable else math.nan
     if math.isnan(a):
         tail = "ES estimates are too noisy to judge the surrogate: raise the population"
     elif a > 0.7:
@@ -106,7 +111,8 @@ def grad_quality(
         f"gradient) {a:.2f}: {tail}"
     )
     panels = ["cos_surrogate", "cos_repeat", "agreement"]
-    return Finding("grad-quality", best["cos_surrogate"] > 0, verdict, rows, "population", panels,
+    faithful = not math.isnan(a) and a > 0.7
+    return Finding("grad-quality", faithful, verdict, rows, "population", panels,
                    group="sigma", logx=True)  # fmt: skip
 
 
