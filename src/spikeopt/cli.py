@@ -11,7 +11,11 @@ from typing import Any
 
 import spikeopt
 from spikeopt import api
+from spikeopt import compare as cmp
 from spikeopt import config as C
+from spikeopt import diagnose as dg
+from spikeopt.compare import VARIANTS
+from spikeopt.diagnose import CHECKS
 from spikeopt.methods import METHODS
 from spikeopt.recipes import APPLICATIONS, get_recipe, list_recipes
 from spikeopt.tasks.datasets import DataError
@@ -104,7 +108,6 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from spikeopt import compare as cmp  # plotting and every method: only when asked for
 
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     out = Path(args.out or f"runs/compare-{args.recipe}")
@@ -128,7 +131,6 @@ def _floats(text: str) -> list[float]:
 
 
 def _diagnose(args: argparse.Namespace) -> int:
-    from spikeopt import diagnose as dg  # plotting and the checks: only when asked for
 
     cfg = api.resolve(args.recipe, C.parse_overrides(args.overrides), args.config)
     names = [c.strip() for c in args.checks.split(",") if c.strip()]
@@ -162,15 +164,16 @@ def parser() -> argparse.ArgumentParser:
     ls.add_argument("--application", choices=APPLICATIONS, help="recipes of this application")
     ls.add_argument("-v", "--verbose", action="store_true", help="with one-line summaries")
     ls.set_defaults(fn=_list)
+    RECIPE_HELP = "a recipe name (spikeopt list shows them, with what each trains)"
     sh = sub.add_parser("show", help="print a recipe's resolved config, one documented key a line")
-    sh.add_argument("recipe")
+    sh.add_argument("recipe", help=RECIPE_HELP)
     sh.add_argument("overrides", nargs="*", metavar="key=value")
     sh.add_argument("--config", help="YAML file applied before the overrides")
     sh.add_argument("--all", action="store_true",
                     help="every key, also those of other tasks and methods")  # fmt: skip
     sh.set_defaults(fn=_show)
     rn = sub.add_parser("run", help="train a recipe")
-    rn.add_argument("recipe")
+    rn.add_argument("recipe", help=RECIPE_HELP)
     rn.add_argument("overrides", nargs="*", metavar="key=value")
     rn.add_argument("--config", help="YAML file applied before the overrides")
     rn.add_argument("--out", help="output folder (default runs/<recipe>-<time>)")
@@ -182,9 +185,11 @@ def parser() -> argparse.ArgumentParser:
     rn.set_defaults(fn=_run)
     add_tune_parser(sub)  # Ray is imported only once a search runs
     cp = sub.add_parser("compare", help="several methods on one recipe, N seeds, one table")
-    cp.add_argument("recipe")
+    cp.add_argument("recipe", help=RECIPE_HELP)
     cp.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every method")
-    cp.add_argument("--methods", default="surrogate,es,hybrid,hybrid-norm,guided-es")
+    compared = ", ".join(dict.fromkeys([*METHODS, *VARIANTS]))
+    cp.add_argument("--methods", default="surrogate,es,hybrid,hybrid-norm,guided-es",
+                    help=f"comma-separated, of: {compared}")  # fmt: skip
     cp.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1 per method")
     cp.add_argument("--set", action="append", metavar="METHOD:key=value", help="one method only")
     cp.add_argument("--config", help="YAML file applied before the overrides")
@@ -192,11 +197,12 @@ def parser() -> argparse.ArgumentParser:
     cp.add_argument("--verbose", action="store_true", help="per-epoch lines of every run")
     cp.set_defaults(fn=_compare)
     dg = sub.add_parser("diagnose", help="checks with one-line verdicts, CSV and PNG each")
-    dg.add_argument("recipe")
+    dg.add_argument("recipe", help=RECIPE_HELP)
     dg.add_argument("overrides", nargs="*", metavar="key=value")
     dg.add_argument(
         "--checks",
         default="forward,subset,activity,overfit-batch,backprop-sanity,grad-quality,encoders",
+        help=f"comma-separated, of: {', '.join(CHECKS)}",
     )
     dg.add_argument("--config", help="YAML file applied before the overrides")
     dg.add_argument("--out", help="output folder (default runs/diagnose-<recipe>)")
