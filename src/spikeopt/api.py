@@ -156,7 +156,7 @@ def forward_check(cfg: C.Config, out: Path | None = None) -> dict[str, Any]:
         spiking = i < len(spikes) - 1 or cfg.model.readout == "lif"
         silent = spiking and not bool(s.any())
         layers.append({"layer": i, "shape": list(s.shape), "ok": ok and not silent,
-                       "rate": float(s.mean()), "silent": silent})  # fmt: skip
+                       "shape_ok": ok, "rate": float(s.mean()), "silent": silent})  # fmt: skip
     summary = {
         "input_shape": list(xt.shape),
         "layers": layers,

@@ -53,10 +53,12 @@ def forward(cfg: Config) -> Finding:
     rows = [{"layer": r["layer"], "neurons": r["shape"][-1], "rate": r["rate"], "ok": r["ok"]}
             for r in s["layers"]]  # fmt: skip
     shapes = " -> ".join("x".join(map(str, r["shape"])) for r in s["layers"])
+    silent = [str(r["layer"]) for r in s["layers"] if r["silent"]]
     verdict = (
         f"input {'x'.join(map(str, s['input_shape']))} -> {shapes}; loss {s['loss']:.4f} "
         + ("finite" if s["loss_finite"] else "NOT FINITE")
-        + ("" if all(r["ok"] for r in rows) else "; a layer is not (B, T, N)")
+        + ("" if all(r["shape_ok"] for r in s["layers"]) else "; a layer is not (B, T, N)")
+        + (f"; layer {', '.join(silent)} never fires on this batch" if silent else "")
     )
     return Finding("forward", bool(s["ok"]), verdict, rows, "layer", ["rate"])
 
