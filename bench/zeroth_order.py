@@ -32,6 +32,16 @@ from spikeopt.compare import evaluations  # noqa: E402
 
 PROTOTYPE = str(ROOT / "bench" / "configs" / "es-prototype.yaml")
 
+
+def recipe_methods(bptt_epochs: int, bptt_lr: float) -> dict[str, dict[str, Any]]:
+    """The rows of a task whose recipe already holds the zeroth-order settings: nodepert and
+    ES as the recipe has them, and BPTT over whole epochs at its own step size."""
+    bptt = {"method.name": "surrogate", "trainer.steps_per_epoch": 0,
+            "trainer.epochs": bptt_epochs, "optim.lr": bptt_lr}  # fmt: skip
+    es = {"method.name": "es"}  # plain-es adds the prototype config to the same keys
+    return {"surrogate": bptt, "nodepert": {"method.name": "nodepert"}, "es": es, "plain-es": es}
+
+
 # task -> recipe, and per method the keys that turn the recipe into that method's own run
 TASKS: dict[str, dict[str, Any]] = {
     "digits": {
@@ -67,31 +77,11 @@ TASKS: dict[str, dict[str, Any]] = {
     },
     "mnist1d": {
         "recipe": "mnist1d-es",
-        "methods": {
-            "surrogate": {
-                "method.name": "surrogate",
-                "trainer.steps_per_epoch": 0,
-                "trainer.epochs": 30,
-                "optim.lr": 5e-3,
-            },
-            "nodepert": {"method.name": "nodepert"},
-            "es": {"method.name": "es"},
-            "plain-es": {"method.name": "es"},
-        },
+        "methods": recipe_methods(bptt_epochs=30, bptt_lr=5e-3),
     },
     "cifar10-subset": {
         "recipe": "cifar10-es-repeat-big",
-        "methods": {
-            "surrogate": {
-                "method.name": "surrogate",
-                "trainer.steps_per_epoch": 0,
-                "trainer.epochs": 15,
-                "optim.lr": 2e-3,
-            },
-            "nodepert": {"method.name": "nodepert"},
-            "es": {"method.name": "es"},
-            "plain-es": {"method.name": "es"},
-        },
+        "methods": recipe_methods(bptt_epochs=15, bptt_lr=2e-3),
     },
 }
 
