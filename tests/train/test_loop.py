@@ -8,7 +8,7 @@ import torch
 
 from spikeopt import api
 from spikeopt.config import Config, ConfigError, NeuronConfig, SchedConfig, apply
-from spikeopt.train.loop import build, train
+from spikeopt.train.loop import Guard, build, nonfinite_count, train
 from spikeopt.train.schedules import LR_SCHEDULES, alpha_at, build_lr_scheduler
 from tests.helpers import Crash, crash_after
 
@@ -367,7 +367,29 @@ def test_skip_mode_undoes_each_bad_step_and_goes_on(tmp_path):
     exp.state = exp.method.load_state_dict(exp.state, ck)
     for k, v in exp.model.state_dict().items():
         torch.testing.assert_close(v, init[k], rtol=0, atol=0)
-    assert not exp.state.optimizer.state  # Adam's moments were undone with the weights
+
+
+def test_the_guard_puts_back_weights_buffers_and_the_optimizer_state():
+    exp = build(api.resolve("digits-mlp-surrogate", FAST))
+    batch = next(iter(exp.task.batches(0))).data
+    exp.state, _ = exp.method.step(exp.state, batch)  # Adam's moments exist now
+    guard = Guard()
+    guard.save(exp)
+    weights = {k: v.clone() for k, v in exp.model.state_dict().items()}
+    opt = exp.state.optimizer
+    moments = {(id(p), k): v.clone() for p, st in opt.state.items() for k, v in st.items()}
+    for group in opt.param_groups:
+        group["lr"] = float("inf")
+    exp.state, metrics = exp.method.step(exp.state, batch)
+    assert nonfinite_count(exp, metrics) > 0
+    guard.restore(exp)
+    assert nonfinite_count(exp, {}) == 0
+    for k, v in exp.model.state_dict().items():
+        torch.testing.assert_close(v, weights[k], rtol=0, atol=0)
+    after = {(id(p), k): v for p, st in opt.state.items() for k, v in st.items()}
+    assert after.keys() == moments.keys()
+    for key, v in after.items():
+        torch.testing.assert_close(v, moments[key], rtol=0, atol=0)
 
 
 def test_a_finite_run_carries_no_nonfinite_keys(tmp_path):
