@@ -8,10 +8,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint venv clean bench bench-venv
 
-$(STAMP): pyproject.toml requirements-dev.txt
+$(STAMP): pyproject.toml requirements-dev.txt requirements-peers-test.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -e ".[dev,hf,control,ray]"
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -e ".[dev,hf,control,ray,events,nir,report]"
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements-peers-test.txt
 	touch $(STAMP)
 
 venv: $(STAMP)
