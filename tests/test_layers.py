@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("nn",),
     ("population",),
     ("tasks",),
-    ("methods", "dist"),
+    ("methods", "dist", "watchdog"),
     ("train", "builders"),
     ("recipes",),
     ("tune", "compare", "diagnose", "api"),

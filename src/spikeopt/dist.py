@@ -33,6 +33,10 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import os
+import subprocess
+import sys
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -70,7 +74,29 @@ def ensure_ray(address: str = "") -> ModuleType:
                 "`ray start --head` (and give its address), or leave es.ray_address empty to "
                 "start a local Ray"
             ) from None
+        if not address:
+            _start_watchdog()
     return ray
+
+
+_WATCHDOG: list[subprocess.Popen[bytes]] = []  # one per driver process, kept so it is not reaped
+
+
+def _start_watchdog() -> None:
+    """Start :mod:`spikeopt.watchdog` beside this driver: it kills what is left of the local
+    Ray this process started if the process dies without shutting it down (Linux only)."""
+    if _WATCHDOG or not sys.platform.startswith("linux"):
+        return
+    script = Path(__file__).with_name("watchdog.py")
+    _WATCHDOG.append(
+        subprocess.Popen(
+            [sys.executable, str(script), str(os.getpid())],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # a Ctrl-C to the driver's group leaves it to clean up
+        )
+    )
 
 
 class Shard(Offsets):
