@@ -223,13 +223,20 @@ def spikeopt_on_fresh_ray(*args: str) -> subprocess.CompletedProcess:
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
-def test_asking_ray_for_more_cpus_than_the_cluster_has_fails_fast_instead_of_hanging(tmp_path):
+@pytest.mark.parametrize("quiet", [False, True])
+def test_asking_ray_for_more_cpus_than_the_cluster_has_fails_fast_instead_of_hanging(
+    tmp_path, quiet
+):
     out = tmp_path / "run"
     args = ["es.workers=3", "es.worker_cpus=100", "es.population=16", "es.chunk=4", *TINY]
-    r = spikeopt_on_fresh_ray("run", "digits-es", *args, "--out", str(out))
+    r = spikeopt_on_fresh_ray("run", "digits-es", *args, "--out", str(out), *["--quiet"] * quiet)
     assert r.returncode == 2, r.stderr[-2000:]
     assert "asks Ray for 300 CPUs but the cluster has" in r.stderr and "es.workers" in r.stderr
     assert not out.exists()
+    # --quiet silences Ray's own INFO/WARNING lines too; the error is all that is left
+    assert ("Started a local Ray instance" in r.stderr) is not quiet
+    if quiet:
+        assert r.stderr.strip().splitlines() == [r.stderr.strip()], r.stderr
 
 
 def test_a_run_that_turns_nonfinite_says_so_and_exits_1(tmp_path):

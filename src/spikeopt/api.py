@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from spikeopt import config as C
+from spikeopt.dist import quiet_ray
 from spikeopt.recipes import get_recipe
 from spikeopt.train import outputs as io
 from spikeopt.train.loop import Callback, build, train, versions
@@ -60,6 +61,7 @@ def run(
     returns their aggregate (:func:`spikeopt.train.sessions.run_sessions`).
     """
     out_dir = Path(out) if out is not None else None
+    quiet_ray(quiet)  # quiet means quiet for the Ray this run may start, too
     if sessions < 1:
         raise C.ConfigError(f"--sessions must be >= 1, got {sessions}")
     if resume:

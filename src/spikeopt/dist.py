@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import logging
 import math
 import os
 import subprocess
@@ -62,12 +63,30 @@ def require_ray() -> ModuleType:
     return ray
 
 
+# The "ray" logger's level for this process: INFO as Ray's own default, ERROR under --quiet.
+# Ray resets the logger when it is imported and again in ray.init, so it is passed to init.
+_RAY_LOG_LEVEL = [logging.INFO]
+
+
+def quiet_ray(quiet: bool = True) -> None:
+    """Let Ray's INFO and WARNING console lines through (False) or only its errors (True)."""
+    _RAY_LOG_LEVEL[0] = logging.ERROR if quiet else logging.INFO
+    if "ray" in sys.modules:
+        logging.getLogger("ray").setLevel(_RAY_LOG_LEVEL[0])
+
+
 def ensure_ray(address: str = "") -> ModuleType:
     """``ray``, initialised: joins ``address`` ('auto' = a running cluster) or starts locally."""
     ray = require_ray()
     if not ray.is_initialized():
+        logging.getLogger("ray").setLevel(_RAY_LOG_LEVEL[0])  # its lines before init's setup
         try:
-            ray.init(address=address or None, log_to_driver=False, include_dashboard=False)
+            ray.init(
+                address=address or None,
+                log_to_driver=False,
+                include_dashboard=False,
+                logging_level=_RAY_LOG_LEVEL[0],
+            )
         except ConnectionError as err:  # a named or 'auto' cluster that is not there
             raise ConfigError(
                 f"es.ray_address={address}: no Ray cluster answered ({err}); start one with "
