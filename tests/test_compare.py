@@ -12,6 +12,8 @@ from spikeopt.compare import (
     compare,
     cost_per_step,
     evaluations,
+    figure,
+    format_table,
     parse_method_overrides,
     variant,
 )
@@ -81,3 +83,16 @@ def test_evaluation_counts_follow_each_method():
     assert evaluations(cfg, 3) == (1 + 1 + 65, 3)
     assert evaluations(api.resolve("digits-hybrid", variant("snes")), 3) == (-1, -1)  # unknown
     assert variant("hybrid-norm") == {"method.name": "hybrid", "hybrid.normalize": True}
+
+
+def test_a_one_epoch_one_seed_table_and_plot_show_what_was_measured():
+    row = {"method": "es", "seeds": 1, "test_acc_mean": 0.5, "test_acc_std": 0.0,
+           "test_loss_mean": 1.2, "test_loss_std": 0.0, "wall_s_mean": 0.04, "wall_s_std": 0.0,
+           "steps": 2, "forward_passes": 18, "backward_passes": 0}  # fmt: skip
+    line = format_table([row]).splitlines()[-1]
+    assert "± " not in line and "| 0.04 |" in line  # was "0.0 ± 0.0"
+    assert "| 0.5000 ± 0.0100 |" in format_table([{**row, "seeds": 2, "test_acc_std": 0.01}])
+    fig = figure({"es": [[{"epoch": 1.0, "test_acc": 0.5, "test_loss": 1.2}]]}, "t")
+    for ax in fig.axes:  # one point per method: drawn as a marker, a bare line is invisible
+        (line2d,) = ax.get_lines()
+        assert line2d.get_marker() == "o" and line2d.get_markersize() > 0

@@ -182,16 +182,32 @@ def format_table(table: list[dict[str, Any]], title: str = "") -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in table:
+        cells = [_pm(r, "test_acc", ".4f"), _pm(r, "test_loss", ".4f"), _pm(r, "wall_s", ".3g")]
         lines.append(
-            f"| {r['method']} | {r['seeds']} | {r['test_acc_mean']:.4f} ± {r['test_acc_std']:.4f} "
-            f"| {r['test_loss_mean']:.4f} ± {r['test_loss_std']:.4f} "
-            f"| {r['wall_s_mean']:.1f} ± {r['wall_s_std']:.1f} | {r['steps']} "
+            f"| {r['method']} | {r['seeds']} | {' | '.join(cells)} | {r['steps']} "
             f"| {r['forward_passes']} | {r['backward_passes']} |"
         )
     return "\n".join(lines)
 
 
+def _pm(row: dict[str, Any], key: str, spec: str) -> str:
+    """``mean ± std`` of one table cell; one seed has no spread to show, and the wall time
+    keeps three significant digits (a 0.04 s run printed as "0.0 ± 0.0" before)."""
+    mean = format(row[f"{key}_mean"], spec)
+    return mean if row["seeds"] < 2 else f"{mean} ± {format(row[f'{key}_std'], spec)}"
+
+
 def plot(path: Path, curves: dict[str, list[list[dict[str, float]]]], title: str) -> None:
+    """Write :func:`figure` as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = figure(curves, title)
+    with io.atomic_open(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=100)
+    plt.close(fig)
+
+
+def figure(curves: dict[str, list[list[dict[str, float]]]], title: str) -> Any:
     """Test accuracy and loss per epoch, mean over seeds with a min-max band, per method."""
     import matplotlib
 
@@ -202,9 +218,11 @@ def plot(path: Path, curves: dict[str, list[list[dict[str, float]]]], title: str
     for m, runs in curves.items():
         n = min(len(r) for r in runs)
         epochs = [runs[0][i]["epoch"] for i in range(n)]
+        # markers: a one-epoch comparison is one point per method, which a bare line never draws
+        style = {"marker": "o", "markersize": 4 if n < 30 else 0}
         for ax, key in zip(axes, ("test_acc", "test_loss")):
             vals = [[r[i][key] for r in runs] for i in range(n)]
-            (line,) = ax.plot(epochs, [statistics.fmean(v) for v in vals], label=m)
+            (line,) = ax.plot(epochs, [statistics.fmean(v) for v in vals], label=m, **style)
             ax.fill_between(
                 epochs,
                 [min(v) for v in vals],
@@ -219,6 +237,4 @@ def plot(path: Path, curves: dict[str, list[list[dict[str, float]]]], title: str
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    with io.atomic_open(path, "wb") as fh:
-        fig.savefig(fh, format="png", dpi=100)
-    plt.close(fig)
+    return fig

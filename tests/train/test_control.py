@@ -167,3 +167,21 @@ def test_reinforce_lr_decay_and_an_lr_schedule_are_exclusive():
     rows: list = []
     train(cfg, None, quiet=True, callbacks=[rows.append])  # one update per episode
     assert [r["lr"] for r in rows] == pytest.approx([0.01, 0.005, 0.0025])
+
+
+@pytest.mark.parametrize("along, unit", [("episode", "episode"), ("update", "generation")])
+def test_control_curves_name_what_a_point_is(along, unit):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from spikeopt.tasks.control import _plot_rows
+
+    fig, ax = plt.subplots()
+    rows = [{"episode": 4.0 * (i + 1), "update": i + 1.0, "return": float(i)} for i in range(12)]
+    _plot_rows(ax, rows, "return", along)
+    assert ax.get_xlabel() == unit  # an ES row is one generation, not one episode
+    assert list(ax.get_lines()[0].get_xdata()) == [r[along] for r in rows]
+    assert ax.get_lines()[1].get_label() == f"return (mean of 10 {unit}s)"
+    plt.close(fig)

@@ -301,15 +301,19 @@ class ControlTask:
         }
 
     def curves(self, rows: list[Row], summary: Row, title: str) -> Figure:
-        """Return, success and steps per episode, with the random/greedy baselines as lines."""
+        """Return, success and steps per episode (population methods: per generation), with the
+        random/greedy baselines as lines."""
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
         fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+        # a population method logs one row per generation (its mean over members), a
+        # REINFORCE run one per episode: the x axis says which
+        along = "update" if self.population else "episode"
         for ax, key in zip(axes, ("return", "success", "steps")):
-            _plot_rows(ax, rows, key)
+            _plot_rows(ax, rows, key, along)
             for who, style in (("random", ":"), ("greedy", "--")):
                 ref = summary.get(f"{who}_{'success_rate' if key == 'success' else key}")
                 if isinstance(ref, float) and math.isfinite(ref):
@@ -320,14 +324,16 @@ class ControlTask:
         return fig
 
 
-def _plot_rows(ax: Any, rows: list[Row], key: str, window: int = 10) -> None:
-    """One metric per episode and its running mean over ``window`` episodes."""
-    x = [r["episode"] for r in rows]
+def _plot_rows(ax: Any, rows: list[Row], key: str, along: str, window: int = 10) -> None:
+    """One metric per row and its running mean over ``window`` rows, against ``along``
+    (``episode``, or ``update``: one generation of a population method)."""
+    x = [r[along] for r in rows]
     y = np.array([float(r.get(key, math.nan)) for r in rows])
     ax.plot(x, y, lw=0.8, alpha=0.5, label=key)
+    unit = "generation" if along == "update" else "episode"
     if len(y) >= window:
         smooth = np.convolve(y, np.ones(window) / window, "valid")
-        ax.plot(x[window - 1 :], smooth, lw=1.8, label=f"{key} (mean of {window})")
-    ax.set_xlabel("episode")
+        ax.plot(x[window - 1 :], smooth, lw=1.8, label=f"{key} (mean of {window} {unit}s)")
+    ax.set_xlabel(unit)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
