@@ -9,8 +9,8 @@ import pytest
 from spikeopt import api
 from spikeopt.cli import main
 from spikeopt.config import ConfigError
-from spikeopt.diagnose import CHECKS
-from spikeopt.diagnose.checks import activity
+from spikeopt.diagnose import CHECKS, figure
+from spikeopt.diagnose.checks import Finding, activity
 from spikeopt.diagnose.gradients import encoders, grad_quality, overfit_batch
 
 TINY = {"model.hidden": [16], "encoder.steps": 4, "data.n_train": 200, "data.n_test": 100,
@@ -85,3 +85,21 @@ def test_encoders_measure_noise_only_where_the_encoding_is_random():
     # digits are static images: the sequence encoder is reported as skipped, with the reason
     seq = encoders(api.resolve("digits-hybrid", TINY), kinds=("sequence", "repeat"), draws=2)
     assert "static samples" in seq.rows[0]["skipped"] and seq.rows[1]["signal"] > 0
+
+
+def test_plots_draw_categories_as_bars_and_log_axes_at_the_measured_values():
+    layers = [{"layer": i, "rate": r} for i, r in enumerate((0.1, 0.2, 0.05))]
+    fig = figure(Finding("forward", True, "", layers, "layer", ["rate"], bars=True))
+    (ax,) = fig.axes
+    assert not ax.get_lines() and len(ax.patches) == 3  # no line joining layers 0, 1, 2
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "1", "2"]
+    one = figure(Finding("activity", True, "", layers[:1], "layer", ["rate"], bars=True))
+    assert (
+        len(one.axes[0].patches) == 1 and one.axes[0].get_xlim()[1] - one.axes[0].get_xlim()[0] < 2
+    )
+    rows = [{"population": p, "sigma": s, "cos": 0.1} for p in (16, 64, 256) for s in (0.01, 0.2)]
+    fig = figure(Finding("grad-quality", True, "", rows, "population", ["cos"], group="sigma",
+                         logx=True))  # fmt: skip
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["16", "64", "256"]
+    assert not ax.xaxis.get_minorticklocs().size and len(ax.get_lines()) == 2

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from spikeopt.config import Config, choose
 from spikeopt.diagnose.checks import Finding, activity, backprop_sanity, forward, subset
@@ -43,9 +44,22 @@ def get_check(name: str) -> Check:
 
 
 def write(finding: Finding, out: Path) -> None:
-    """``<check>.csv`` (the rows) and ``<check>.png`` (finding.y against finding.x, one line
-    per value of finding.group) in ``out``, both written atomically."""
+    """``<check>.csv`` (the rows) and ``<check>.png`` (:func:`figure`) in ``out``, both
+    written atomically."""
     io.write_csv(out / f"{finding.check}.csv", finding.rows)
+    import matplotlib.pyplot as plt
+
+    fig = figure(finding)
+    with io.atomic_open(out / f"{finding.check}.png", "wb") as fh:
+        fig.savefig(fh, format="png", dpi=100)
+    plt.close(fig)
+
+
+def figure(finding: Finding) -> Any:
+    """One panel per ``finding.y`` column against ``finding.x``, one series per value of
+    ``finding.group``: grouped bars where x names categories (layers, classes, encoders),
+    lines with markers where it is a quantity (steps, populations; the measured values as
+    ticks on a log axis, whose default labels overlapped)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -53,29 +67,40 @@ def write(finding: Finding, out: Path) -> None:
 
     fig, axes = plt.subplots(1, len(finding.y), figsize=(4.5 * len(finding.y), 3.6), squeeze=False)
     groups = sorted({str(r.get(finding.group, "")) for r in finding.rows})
+    cats = list(dict.fromkeys(str(r[finding.x]) for r in finding.rows))
+    width = 0.8 / max(1, len(groups))
     for ax, key in zip(axes[0], finding.y):
-        for g in groups:
+        for k, g in enumerate(groups):
             rows = [r for r in finding.rows if str(r.get(finding.group, "")) == g]
             pts = [(r[finding.x], r[key]) for r in rows if _finite(r.get(key))]
-            if pts:
-                xs, ys = zip(*pts)
-                ax.plot(xs, ys, marker="o", ms=3, label=f"{finding.group}={g}" if g else None)
+            label = f"{finding.group}={g}" if g else None
+            if not pts:
+                continue
+            xs, ys = zip(*pts)
+            if finding.bars:
+                at = [cats.index(str(x)) + (k - (len(groups) - 1) / 2) * width for x in xs]
+                ax.bar(at, ys, width=width, label=label)
+            else:
+                ax.plot(xs, ys, marker="o", ms=3, label=label)
+        if finding.bars:
+            ax.set_xticks(range(len(cats)), cats)
+        elif finding.logx:
+            ax.set_xscale("log")
+            ticks = sorted({float(r[finding.x]) for r in finding.rows})
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+            ax.minorticks_off()
         ax.set_xlabel(finding.x)
         ax.set_ylabel(key)
-        ax.grid(alpha=0.3)
+        ax.grid(alpha=0.3, axis="y" if finding.bars else "both")
         if len(groups) > 1:
             ax.legend(fontsize=8)
-        if finding.logx:
-            ax.set_xscale("log")
     fig.suptitle(f"{finding.check}: {'ok' if finding.ok else 'FAIL'}")
     fig.tight_layout()
-    with io.atomic_open(out / f"{finding.check}.png", "wb") as fh:
-        fig.savefig(fh, format="png", dpi=100)
-    plt.close(fig)
+    return fig
 
 
 def _finite(v: object) -> bool:
     return isinstance(v, (int, float)) and math.isfinite(v)
 
 
-__all__ = ["CHECKS", "Finding", "get_check", "write"]
+__all__ = ["CHECKS", "Finding", "figure", "get_check", "write"]

@@ -36,6 +36,7 @@ class Finding:
     y: list[str]  # one panel per column
     group: str = ""  # one line per value of this column
     logx: bool = False
+    bars: bool = False  # x names categories (layers, classes, encoders): bars, not a line
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -60,7 +61,7 @@ def forward(cfg: Config) -> Finding:
         + ("" if all(r["shape_ok"] for r in s["layers"]) else "; a layer is not (B, T, N)")
         + (f"; layer {', '.join(silent)} never fires on this batch" if silent else "")
     )
-    return Finding("forward", bool(s["ok"]), verdict, rows, "layer", ["rate"])
+    return Finding("forward", bool(s["ok"]), verdict, rows, "layer", ["rate"], bars=True)
 
 
 def subset(cfg: Config) -> Finding:
@@ -83,7 +84,7 @@ def subset(cfg: Config) -> Finding:
         + f"; std error ~{se:.3f}: accuracy differences below ~{2 * se:.3f} are noise"
     )
     return Finding("subset", ok, verdict, rows, "class", ["count"], group="split",
-                   extra={"std_error": se})  # fmt: skip
+                   bars=True, extra={"std_error": se})  # fmt: skip
 
 
 def _test_acc(exp: Experiment) -> float:
@@ -125,7 +126,7 @@ def activity(cfg: Config, batches: int = 4) -> Finding:
                       for r in rows)  # fmt: skip
     verdict = shown + ("; " + "; ".join(advice) if advice else "; every layer is active")
     return Finding("activity", not advice, verdict, rows, "layer",
-                   ["rate", "dead_frac", "saturated_frac", "mem_mean"])  # fmt: skip
+                   ["rate", "dead_frac", "saturated_frac", "mem_mean"], bars=True)  # fmt: skip
 
 
 def _advice(i: int, row: Row) -> list[str]:

@@ -143,13 +143,13 @@ def encoders(
     done = [r for r in rows if "signal" in r]
     if not done:
         return Finding("encoders", False, "no encoder applies to this data", rows, "encoder",
-                       ["signal"])  # fmt: skip
+                       ["signal"], bars=True)  # fmt: skip
     best = max(done, key=lambda r: r["signal"] * r["consistency"])
     shown = "; ".join(f"{r['encoder']}: signal {r['signal']:.4f}, noise {r['noise']:.4f}, "
                       f"consistency {r['consistency']:.2f}" for r in done)  # fmt: skip
     verdict = f"{shown} -> the clearest ES signal comes from encoder.kind={best['encoder']}"
     return Finding("encoders", best["signal"] > 0, verdict, rows, "encoder",
-                   ["signal", "noise", "consistency", "cos_surrogate"])  # fmt: skip
+                   ["signal", "noise", "consistency", "cos_surrogate"], bars=True)  # fmt: skip
 
 
 def _encoder_stats(exp: Experiment, draws: int) -> Row:
