@@ -2,11 +2,18 @@
 
 import csv
 import itertools
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
-from spikeopt import api
+from spikeopt import api, watchdog
 from spikeopt.config import ConfigError
 from spikeopt.dist import RayObjective, shards
 from spikeopt.tasks.classification import ClassificationObjective as Classification
@@ -118,3 +125,80 @@ def test_every_population_method_honours_es_workers(ray_local, tmp_path, over):
     model, rows = _run(tmp_path, "ray", **over, **{"es.workers": 2, "es.worker_cpus": 0.5})
     assert all(torch.equal(ref_model[k], model[k]) for k in ref_model)
     assert [r["train_loss"] for r in rows] == [r["train_loss"] for r in ref_rows]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def two_nodes(tmp_path_factory):
+    """A real two-node Ray cluster on this machine: `ray start --head` and a second
+    `ray start --address=...`, one CPU and its own temp dir each, torn down with its process
+    trees (never `ray stop`, which would also stop the suite's own local Ray)."""
+    ray_bin = Path(sys.executable).with_name("ray")
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    env.pop("RAY_ADDRESS", None)
+    port = _free_port()
+    nodes = []
+
+    def start(*args: str) -> None:
+        # every per-node service port chosen free: two nodes on one machine must not share
+        kinds = ("dashboard-agent-listen", "dashboard-agent-grpc", "runtime-env-agent",
+                 "metrics-export")  # fmt: skip
+        ports = [f"--{k}-port={_free_port()}" for k in kinds]
+        temp = tmp_path_factory.mktemp("node")
+        cmd = [str(ray_bin), "start", "--block", "--num-cpus=1", "--disable-usage-stats",
+               f"--temp-dir={temp}", *ports, *args]  # fmt: skip
+        nodes.append(subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                                      stderr=subprocess.DEVNULL))  # fmt: skip
+
+    def alive_nodes() -> str:
+        code = (f"import ray; ray.init(address='127.0.0.1:{port}', log_to_driver=False); "
+                "print(sum(n['Alive'] for n in ray.nodes()), "
+                "ray.cluster_resources()['CPU'])")  # fmt: skip
+        r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+        return r.stdout.strip()
+
+    start("--head", f"--port={port}", "--include-dashboard=false",
+          f"--ray-client-server-port={_free_port()}")  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while not alive_nodes().startswith("1") and time.monotonic() < deadline:
+            time.sleep(0.5)
+        start(f"--address=127.0.0.1:{port}")
+        while (seen := alive_nodes()) != "2 2.0" and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert seen == "2 2.0", f"the two-node cluster did not come up: {seen!r}"
+        yield f"127.0.0.1:{port}", env
+    finally:
+        trees = [watchdog.descendants(p.pid) for p in nodes]
+        for p in reversed(nodes):
+            p.send_signal(signal.SIGTERM)
+            p.wait(60)
+        time.sleep(1)
+        for pid, start_time in (kv for tree in trees for kv in tree.items()):
+            st = watchdog._stat(pid)
+            if st is not None and st[1] == start_time:
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_es_across_two_ray_nodes_matches_one_process(two_nodes, tmp_path):
+    address, env = two_nodes
+    # two actors of one CPU each on a cluster of two one-CPU nodes: one actor per node
+    over = [f"{k}={v}".replace(" ", "") for k, v in TINY.items()]
+    out = tmp_path / "cluster"
+    args = ["run", "digits-es", *over, "es.workers=2", "es.worker_cpus=1",
+            f"es.ray_address={address}", "--quiet", "--out", str(out)]  # fmt: skip
+    r = subprocess.run([sys.executable, "-m", "spikeopt.cli", *args], env=env,
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    ref_model, ref_rows = _run(tmp_path, "local")
+    model = io.load_checkpoint(out / "checkpoint.pt")["method"]["model"]
+    with open(out / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert all(torch.equal(ref_model[k], model[k]) for k in ref_model)
+    for key in ("train_fit_mean", "train_fit_std", "train_loss", "test_acc"):
+        assert [r[key] for r in rows] == [r[key] for r in ref_rows]
