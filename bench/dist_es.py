@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import time
+from typing import Any
 
 import torch
 
@@ -48,10 +49,12 @@ def main() -> None:
         return p * args.generations / (time.perf_counter() - t0), out
 
     rate, ref = timed(inner)
-    print(json.dumps({"backend": "in-process", "members_per_s": round(rate, 1)}), flush=True)
+    print(json.dumps({"backend": "in-process", "members_per_s": round(rate, 1),
+                      "compute_ms_per_member": round(1000 / rate, 3)}), flush=True)  # fmt: skip
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    print(json.dumps(sent_bytes(ray, model, gens[1], batch, inner, args.workers)), flush=True)
     for w in args.workers:
         remote = RayObjective(inner, w, cpus_per_worker=1.0)
         rate, got = timed(remote)
@@ -62,6 +65,32 @@ def main() -> None:
     ray.shutdown()
     rate, _ = timed(inner)  # again: the machine is shared, so bracket the Ray numbers
     print(json.dumps({"backend": "in-process (after)", "members_per_s": round(rate, 1)}))
+
+
+def sent_bytes(ray: Any, model: Any, pert: Any, batch: Any, inner: Any, workers: list[int]) -> dict:
+    """Bytes one generation moves, serialised by Ray's own serializer: the centre object put
+    once (pulled once per node), each task's arguments, each shard's result (its fitness and
+    the RNG state)."""
+    from ray._private.worker import global_worker
+
+    ser = global_worker.get_serialization_context()
+
+    def size(obj: Any) -> int:
+        return int(ser.serialize(obj).total_bytes)
+
+    centre = {"state": model.state_dict(), "training": model.training,
+              "rng": torch.get_rng_state(), "batch": batch}  # fmt: skip
+    p, w = pert.population, max(workers)
+    fit = inner.fitness(model, pert, batch)[: p // w]
+    return {
+        "population": p,
+        "centre_bytes": size(centre),
+        "centre_weights_bytes": size(model.state_dict()),
+        "centre_batch_bytes": size(batch),
+        "task_args_bytes": size(("fitness", pert, 0, p // w)),
+        "result_bytes_per_shard": size((fit, torch.get_rng_state())),
+        "result_fitness_bytes_per_shard": size(fit),
+    }
 
 
 if __name__ == "__main__":
