@@ -40,7 +40,7 @@ from spikeopt.tasks.datasets import AUGMENTATIONS
 from spikeopt.tasks.encoders import ENCODERS
 from spikeopt.tasks.envs import ENVS
 from spikeopt.tasks.readers import DATASET_READERS
-from spikeopt.train.experiment import DEVICES, TASKS
+from spikeopt.train.experiment import TASKS
 from spikeopt.train.loop import EARLY_STOP_MODES, GOALS, NONFINITE
 from spikeopt.train.schedules import ALPHA_SCHEDULES, LR_SCHEDULES
 
@@ -162,7 +162,6 @@ REGISTRIES: dict[str, Any] = {
     "hybrid.shaping": SHAPINGS,
     "optim.name": OPTIMIZERS,
     "sched.name": LR_SCHEDULES,
-    "trainer.device": DEVICES,
     "trainer.task": TASKS,
     "loss.name": LOSSES,
     "loss.terms": TERMS,
@@ -222,7 +221,7 @@ def test_show_lists_the_names_of_every_choice():
 
 @pytest.mark.parametrize("key", sorted(C.RANGES))
 def test_every_range_refuses_a_value_outside_it_before_anything_is_written(key, tmp_path):
-    bad = {list: [0], int: -1, float: float("nan")}
+    bad = {list: [0], int: -1, float: float("nan"), str: "gpu"}
     cfg = api.resolve("digits-mlp-surrogate")
     section, name = key.split(".")
     value = bad[type(getattr(getattr(cfg, section), name))]

@@ -62,7 +62,6 @@ OptimName = Literal["adam", "adamw", "sgd"]
 # sched, trainer, early_stop, neuron.alpha_schedule: train/ (schedules, experiment, loop)
 LRSchedule = Literal["none", "step", "multistep", "cosine", "plateau", "exponential"]
 AlphaSchedule = Literal["constant", "linear", "cosine", "exp", "step"]
-Device = Literal["auto", "cpu", "cuda"]
 TaskKind = Literal["classification", "control"]
 NonFiniteAction = Literal["stop", "skip"]
 EarlyStopMode = Literal["none", "threshold", "patience"]
@@ -303,7 +302,7 @@ class TrainerConfig:
     epochs: int = doc(10, "number of epochs (evaluation, checkpoint and log every epoch)")
     steps_per_epoch: int = doc(0, "method steps per epoch (0 = one pass over the training set)")
     seed: int = doc(0, "seed for init, shuffling and encoder noise")
-    device: Device = doc("auto", "where to train (auto: CUDA when available)")
+    device: str = doc("auto", "where to train: auto (CUDA when available), cpu, cuda or cuda:N")
     compile: bool = doc(False, "torch.compile the model (slow first epoch, faster after)")
     progress: bool = doc(True, "show a progress bar")
     overfit_batch: bool = doc(
@@ -475,7 +474,10 @@ def _each(test: Callable[[Any], bool]) -> Callable[[Any], bool]:
 # Key -> (test, the valid range in words): numbers no run can use, refused before anything is
 # read or written (train.experiment.build calls check_ranges). Method-specific ranges (es.sigma,
 # es.population, ...) are checked by the method that reads them.
+_DEVICE = re.compile(r"auto|cpu|cuda(:[0-9]+)?")
+
 RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "trainer.device": (lambda v: _DEVICE.fullmatch(v) is not None, "auto, cpu, cuda or cuda:N"),
     "data.n_train": (_at_least(0), ">= 0 (0 = the whole split)"),
     "data.n_test": (_at_least(0), ">= 0 (0 = the whole split)"),
     "data.batch_size": (_at_least(1), ">= 1"),

@@ -32,7 +32,6 @@ TASKS: dict[str, type[ClassificationTask] | type[ControlTask]] = {
     "classification": ClassificationTask,
     "control": ControlTask,
 }
-DEVICES: tuple[str, ...] = ("auto", "cpu", "cuda")  # trainer.device (pick_device)
 
 
 @dataclass
@@ -73,12 +72,21 @@ class Experiment:
         return self.classification.encode
 
 
-def pick_device(name: C.Device) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU."""
+def pick_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; ``cuda:N`` -> the N-th GPU, which must exist."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise C.ConfigError("trainer.device=cuda but no CUDA device is available; use cpu or auto")
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        index = int(name.partition(":")[2] or 0)
+        if index >= count:
+            have = (
+                f"only {count} CUDA device(s) (cuda:0 .. cuda:{count - 1})"
+                if count
+                else ("no CUDA device")
+            )
+            raise C.ConfigError(f"trainer.device={name} but this machine has {have}; use cpu, "
+                                "auto or an index that exists")  # fmt: skip
     return torch.device(name)
 
 
