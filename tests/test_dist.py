@@ -179,10 +179,8 @@ def two_nodes(tmp_path_factory):
             p.send_signal(signal.SIGTERM)
             p.wait(60)
         time.sleep(1)
-        for pid, start_time in (kv for tree in trees for kv in tree.items()):
-            st = watchdog._stat(pid)
-            if st is not None and st[1] == start_time:
-                os.kill(pid, signal.SIGKILL)
+        for tree in trees:
+            watchdog.kill(tree)
 
 
 def test_es_across_two_ray_nodes_matches_one_process(two_nodes, tmp_path):

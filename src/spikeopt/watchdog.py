@@ -58,6 +58,11 @@ def watch(driver: int, interval: float = 0.5) -> int:
         tree.update(descendants(driver))
         tree.pop(os.getpid(), None)
         time.sleep(interval)
+    return kill(tree)
+
+
+def kill(tree: dict[int, int]) -> int:
+    """SIGKILL every process of ``tree`` (pid -> start time) still running as itself."""
     killed = 0
     for pid, start in tree.items():
         st = _stat(pid)
