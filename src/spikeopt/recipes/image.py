@@ -234,6 +234,22 @@ RECIPES: list[Recipe] = [
         {**_CIFAR_ES, "encoder.kind": "rate", "data.normalize": False},
     ),
     Recipe(
+        "cifar10-es-subset",
+        "image",
+        "the predecessor's es_subset: CIFAR-10 2048/1000, Bernoulli rate input at gain 3 "
+        "(its p_scale), T=16, population 128",
+        {
+            **_CIFAR_ES,
+            "encoder.kind": "rate",
+            "encoder.gain": 3.0,
+            "data.normalize": False,
+            "encoder.steps": 16,
+            "es.population": 128,
+            "trainer.steps_per_epoch": 20,
+            "trainer.epochs": 10,
+        },
+    ),
+    Recipe(
         "cifar10-es-parallel",
         "image",
         "the predecessor's es_parallel: CIFAR-10 2048/1000, a stochastic (Bernoulli) encoder "
@@ -337,6 +353,24 @@ RECIPES: list[Recipe] = [
             "model.hidden": [128],
             "loss.name": "ce_mean",
             "trainer.epochs": 20,
+        },
+    ),
+    Recipe(
+        "cifar10-cnn-baseline",
+        "image",
+        "the predecessor's cnn: the non-spiking conv 64-128 + dense 256 baseline on the full "
+        "CIFAR-10 (set data.root), 5 epochs",
+        {
+            **_CIFAR,
+            "encoder.steps": 1,
+            "model.arch": "cnn",
+            "model.channels": [64, 128],
+            "model.hidden": [256],
+            "loss.name": "ce_mean",
+            "data.augment": "flip-crop",
+            "optim.lr": 1e-3,
+            "sched.name": "cosine",
+            "trainer.epochs": 5,
         },
     ),
 ]
