@@ -128,11 +128,11 @@ def test_bad_input_exits_2_and_writes_nothing(tmp_path, args, message):
     files["dup"].write_text("optim:\n  lr: 0.1\n  lr: 0.2\n")
     files["latin1"].write_bytes("model:\n  hidden: [128] # größer\n".encode("latin-1"))
     args = [a.format(**files) for a in args]
-    out = tmp_path / "run"
+    out = tmp_path / "runs" / "run"  # like the default runs/<name>: no runs/ left either
     r = spikeopt("run", "digits-surrogate", *args, "--out", str(out))
     assert r.returncode == 2
     assert message in r.stderr and "Traceback" not in r.stderr
-    assert not out.exists()
+    assert not out.parent.exists()
 
 
 def test_unknown_recipe_suggests():

@@ -25,6 +25,9 @@ def test_a_block_that_writes_nothing_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError), run_lock(tmp_path / "new"):
         raise RuntimeError
     assert not (tmp_path / "new").exists()
+    with pytest.raises(RuntimeError), run_lock(tmp_path / "runs" / "a" / "new"):
+        raise RuntimeError
+    assert not (tmp_path / "runs").exists()  # the parents it created went too
     (tmp_path / "mine").mkdir()  # the user's own empty folder stays, without our lock file
     with run_lock(tmp_path / "mine"):
         pass

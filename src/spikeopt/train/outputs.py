@@ -181,10 +181,11 @@ def run_lock(folder: Path) -> Iterator[None]:
     with :class:`FolderTaken`, and the OS releases it when the holder dies (``kill -9``
     included), so nothing stale blocks ``--resume``; the temp files a killed writer left are
     removed once the lock is held. The lock file goes when the block ends, and a folder the
-    block created and left empty (the run failed before writing) goes too: bad input writes
-    nothing.
+    block created and left empty (the run failed before writing) goes too, with the parents
+    it created (``runs/``): bad input writes nothing.
     """
-    created = not folder.exists()
+    # the folders this call creates (default runs/<name>: runs/ too), removed if left empty
+    created = [d for d in (folder, *folder.parents) if not d.exists()]
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK
     while True:
@@ -217,6 +218,8 @@ def run_lock(folder: Path) -> Iterator[None]:
         # removed while still held: a process that opened it meanwhile sees the inode change
         # above and retries, so the folder is left exactly as the run wrote it
         path.unlink(missing_ok=True)
-        if created and not any(folder.iterdir()):  # the run failed before writing
-            folder.rmdir()
+        for d in created:  # innermost first; stops at the first one the run wrote into
+            if any(d.iterdir()):
+                break
+            d.rmdir()
         os.close(fd)
