@@ -43,6 +43,9 @@ def test_bad_worker_settings_are_config_errors():
         RayObjective(inner, -1)
     with pytest.raises(ConfigError, match="es.worker_cpus"):
         RayObjective(inner, 2, cpus_per_worker=0)
+    # a cluster named without workers would go unused without a word
+    with pytest.raises(ConfigError, match=r"es.ray_address=auto is used only .* es.workers=N"):
+        build(api.resolve("digits-es", {**TINY, "es.ray_address": "auto"}))
 
 
 def _setup():

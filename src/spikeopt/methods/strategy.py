@@ -158,6 +158,11 @@ class Strategy:
         self.shaping = get_shaping(e.shaping)
         self.seed = noise_seed(cfg)
         self.check(cfg)
+        if e.ray_address and e.workers == 0:  # else the cluster named would go unused, unsaid
+            raise ConfigError(
+                f"es.ray_address={e.ray_address} is used only to shard the population over Ray "
+                "actors; set es.workers=N (N >= 1) or drop es.ray_address"
+            )
         if e.workers != 0:  # shards on Ray actors; only fitness() changes (spikeopt.dist)
             from spikeopt.dist import RayObjective
 
