@@ -115,3 +115,87 @@ def test_custom_module_of_spikeopt_neurons_runs_under_vmap(arch):
         expected.append(-loss(spikes, mems, y)[0])
     torch.testing.assert_close(fitness, torch.stack(expected), rtol=1e-9, atol=1e-9)
     assert fitness.unique().numel() > 1
+
+
+class OldStyleStep(torch.autograd.Function):
+    """A surrogate spike written the old way (``forward(ctx, ...)``): vmap cannot run it."""
+
+    @staticmethod
+    def forward(ctx, v):  # type: ignore[override]
+        ctx.save_for_backward(v)
+        return (v > 0).to(v.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        (v,) = ctx.saved_tensors
+        return grad / (1 + v.abs()) ** 2
+
+
+class OldStyleNet(nn.Module):
+    """A user LIF layer whose spike is an old-style autograd.Function."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 3)
+
+    def forward(self, x):
+        v, spikes, mems = torch.zeros(x.shape[0], 3), [], []
+        for t in range(x.shape[1]):
+            v = 0.9 * v + self.fc(x[:, t])
+            s = OldStyleStep.apply(v - 0.5)
+            v = v - s * 0.5
+            spikes.append(s)
+            mems.append(v)
+        return [torch.stack(spikes, 1)], [torch.stack(mems, 1)]
+
+
+def _member_loop(model, pert, batch, loss):
+    out = []
+    for m in range(pert.population):
+        with torch.no_grad():
+            spikes, mems = functional_call(model, materialize(model, pert, m), (batch[0],))
+        out.append(-loss(spikes, mems, batch[1])[0])
+    return torch.stack(out)
+
+
+def _mem_loss(spikes, mems, y):
+    return mems[-1].pow(2).mean((-3, -2, -1)) + spikes[-1].mean((-3, -2, -1)), None
+
+
+def test_an_old_style_autograd_function_runs_its_members_one_by_one():
+    torch.manual_seed(0)
+    model, batch = OldStyleNet(), _batch()
+    pert = Perturbation(population=6, sigma=0.3, rank=2)
+    fitness = evaluate(model, pert, batch, _mem_loss, chunk=4)  # vmap refuses; the loop runs
+    torch.testing.assert_close(fitness, _member_loop(model, pert, batch, _mem_loss).to(fitness))
+    assert fitness.unique().numel() > 1
+
+
+def test_snntorch_neurons_run_under_vmap_with_their_surrogate_restored():
+    snn = pytest.importorskip("snntorch")
+    from snntorch import surrogate
+
+    class Leaky(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc, self.lif = nn.Linear(4, 3), snn.Leaky(0.9, spike_grad=surrogate.atan())
+
+        def forward(self, x):
+            mem, spikes, mems = self.lif.init_leaky(), [], []
+            for t in range(x.shape[1]):
+                spk, mem = self.lif(self.fc(x[:, t]), mem)
+                spikes.append(spk)
+                mems.append(mem)
+            return [torch.stack(spikes, 1)], [torch.stack(mems, 1)]
+
+    torch.manual_seed(0)
+    model, batch = Leaky(), _batch()
+    grad_fn = model.lif.spike_grad
+    pert = Perturbation(population=6, sigma=0.3, rank=2)
+    fitness = evaluate(model, pert, batch, _mem_loss, chunk=4)
+    from spikeopt.population.vmap import _LOOPED
+
+    assert model not in _LOOPED  # vmap ran it: the surrogate was swapped for its forward
+    assert model.lif.spike_grad is grad_fn
+    torch.testing.assert_close(fitness, _member_loop(model, pert, batch, _mem_loss).to(fitness))
+    assert fitness.unique().numel() > 1

@@ -13,24 +13,36 @@ input is shared by every member (a minibatch, common random numbers) or, with
 ``per_member=True``, one per member along a leading axis (c, ...): each policy of a control
 population sees its own observations.
 spikeopt's own neurons run here too (a custom module built from them): under a transform they
-take the plain step loop with a vmap-able spike function. A limit of ``vmap`` itself: a
-user's ``autograd.Function`` without ``setup_context`` (old-style ``forward(ctx, ...)``)
-cannot run under it.
+take the plain step loop with a vmap-able spike function. A limit of ``vmap`` itself: an
+``autograd.Function`` without ``setup_context`` (old-style ``forward(ctx, ...)``, as snnTorch's
+and many users' surrogate spike functions are written) cannot run under it. snnTorch neurons
+hold theirs as ``spike_grad``: while members run it is swapped for the Heaviside step that every
+snnTorch surrogate computes in its forward pass (a population method needs only the forward).
+Any other such model runs its members one by one through the same ``functional_call`` (the
+same members, the same RNG rule, outputs stacked the same way), which is slower.
 """
 
 from __future__ import annotations
 
 import copy
+import logging
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
+from torch.utils import _pytree as pytree
 
 from spikeopt.config import choose
 from spikeopt.population.noise import ChunkNoise
 
 RANDOMNESS: tuple[str, ...] = ("same", "different")
+log = logging.getLogger(__name__)
+# models whose forward cannot run under vmap (found on their first chunk): they loop instead
+_LOOPED: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 
 class VmapForward:
@@ -63,8 +75,30 @@ class VmapForward:
         def one(member: dict[str, Tensor], bufs: dict[str, Tensor], x: Tensor) -> Any:
             return functional_call(self.model, {**member, **bufs}, (x,))
 
-        batched = vmap(one, in_dims=(0, 0, self.x_dim), randomness=self.randomness)
-        return batched(params, buffers, self.x)
+        if self.model not in _LOOPED:
+            batched = vmap(one, in_dims=(0, 0, self.x_dim), randomness=self.randomness)
+            try:
+                with hard_spikes(self.model):
+                    return batched(params, buffers, self.x)
+            except RuntimeError as err:
+                if "setup_context" not in str(err):
+                    raise
+                _LOOPED.add(self.model)
+                log.warning(
+                    "%s uses an autograd.Function without setup_context, which vmap cannot "
+                    "run: its population members run one by one",
+                    type(self.model).__name__,
+                )
+                if self._rng is not None:
+                    _set_rng_state(self._rng, self.x.device)
+        outs = []
+        for i in range(noise.size):
+            if self._rng is not None and i:  # 'same': every member sees the same draw
+                _set_rng_state(self._rng, self.x.device)
+            member = {n: p[i] for n, p in params.items()}
+            bufs = {n: b[i] for n, b in buffers.items()}
+            outs.append(one(member, bufs, self.x if self.x_dim is None else self.x[i]))
+        return pytree.tree_map(lambda *xs: torch.stack(xs), *outs)
 
 
 def _aliased(model: nn.Module) -> bool:
@@ -85,3 +119,22 @@ def _set_rng_state(states: list[Tensor], device: torch.device) -> None:
     torch.set_rng_state(states[0])
     if device.type == "cuda":
         torch.cuda.set_rng_state(states[1], device)
+
+
+def heaviside(v: Tensor) -> Tensor:
+    """The spike of a membrane above threshold: the forward pass of every surrogate."""
+    return (v > 0).to(v.dtype)
+
+
+@contextmanager
+def hard_spikes(model: nn.Module) -> Iterator[None]:
+    """snnTorch neurons' ``spike_grad`` (an ``autograd.Function``, which vmap cannot run)
+    swapped for :func:`heaviside` while the block runs, then restored."""
+    held = [(m, m.spike_grad) for m in model.modules() if callable(getattr(m, "spike_grad", None))]
+    for m, _ in held:
+        m.spike_grad = heaviside
+    try:
+        yield
+    finally:
+        for m, fn in held:
+            m.spike_grad = fn
