@@ -130,7 +130,10 @@ def heaviside(v: Tensor) -> Tensor:
 def hard_spikes(model: nn.Module) -> Iterator[None]:
     """snnTorch neurons' ``spike_grad`` (an ``autograd.Function``, which vmap cannot run)
     swapped for :func:`heaviside` while the block runs, then restored."""
-    held = [(m, m.spike_grad) for m in model.modules() if callable(getattr(m, "spike_grad", None))]
+    # Any: a plain attribute of snnTorch's neurons, which nn.Module's types do not know
+    held: list[tuple[Any, Any]] = [
+        (m, m.spike_grad) for m in model.modules() if callable(getattr(m, "spike_grad", None))
+    ]
     for m, _ in held:
         m.spike_grad = heaviside
     try:
