@@ -185,12 +185,16 @@ def test_bad_input_names_the_problem_and_the_fix_and_writes_nothing(run_folder, 
     (empty / "half").mkdir(parents=True)
     (empty / "half" / "config.yaml").write_text("trainer: {epochs: 1}\n")  # killed before epoch 1
     (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "early" / "config.yaml").parent.mkdir()
+    (tmp_path / "early" / "config.yaml").write_text("trainer: {epochs: 1}\n")
+    io.TensorBoard(tmp_path / "early" / "tb").close()  # an event file, no scalar in it yet
     (tmp_path / "taken.csv").write_text("mine\n")
     target, run = str(tmp_path / "r.csv"), str(run_folder)
     cases = [
         ([str(tmp_path / "nope")], "does not exist; give the --out folder of spikeopt run"),
         ([str(tmp_path / "file.txt")], "is a file, not a run folder; give the --out folder"),
         ([str(empty)], "no runs under"),
+        ([str(tmp_path / "early")], "has logged a scalar yet (1 found); run the report again"),
         ([run, "--metric", "test/acc_x"], "not logged by any run"),
         ([run, "--metric", "test/acc", "--mode", "best"], "invalid choice: 'best'"),
         ([run, "--out", str(tmp_path / "taken.csv")], "exists; give --force to overwrite it"),
@@ -203,8 +207,8 @@ def test_bad_input_names_the_problem_and_the_fix_and_writes_nothing(run_folder, 
     results = json.loads(r.stdout.splitlines()[-1])
     for (case, message), (rc, err) in zip(cases, results):
         assert rc == 2 and message in err, (case, err)
-    assert "give --metric one of alpha, " in results[3][1] and "test/acc" in results[3][1]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty", "file.txt", "taken.csv"]
+    assert "give --metric one of alpha, " in results[4][1] and "test/acc" in results[4][1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["early", "empty", "file.txt", "taken.csv"]
     assert (tmp_path / "taken.csv").read_text() == "mine\n"
     report.report(run_folder, tmp_path / "taken.csv", force=True)  # --force overwrites
     assert (tmp_path / "taken.csv").read_text().startswith("run,step,tag,value")

@@ -193,6 +193,11 @@ def build(folder: str | Path, metric: str = "", mode: str = "") -> Report:
     runs = find_runs(folder)
     for r in runs:
         r.scalars = read_scalars(r.path / "tb")
+    if not any(r.scalars for r in runs):  # event files are opened before the first epoch ends
+        raise C.ConfigError(
+            f"no run under {folder} has logged a scalar yet ({len(runs)} found); run the "
+            "report again once they have finished an epoch"
+        )
     tag, goal = _goal(folder, runs, metric, mode)
     sampled = list(dict.fromkeys(k for r in runs for k in r.sampled))
     differing = _differing(runs)
@@ -263,7 +268,7 @@ def format_summary(rep: Report, out: Path | None = None) -> str:
         lines.append(f"  {name:<{width}}  {finals[name]:.4f}  {keys}".rstrip())
     missing = [r.name for r in rep.runs if r.name not in finals]
     if missing:
-        lines.append(f"  never logged {rep.metric}: {', '.join(missing)}")
+        lines.append(f"  never logged {rep.metric} (yet): {', '.join(missing)}")
     for key, eff in effects(rep).items():
         parts = [f"{v}: {m:.4f} (n={k})" for v, (m, k) in eff["values"].items()]
         rho = eff["spearman"]
