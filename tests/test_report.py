@@ -198,6 +198,7 @@ def test_bad_input_names_the_problem_and_the_fix_and_writes_nothing(run_folder, 
         ([run, "--metric", "test/acc_x"], "not logged by any run"),
         ([run, "--metric", "test/acc", "--mode", "best"], "invalid choice: 'best'"),
         ([run, "--out", str(tmp_path / "taken.csv")], "exists; give --force to overwrite it"),
+        ([run, "--out", str(tmp_path / "empty"), "--force"], "is a folder; give a CSV file"),
         (["--no-tbparse", run], "pip install 'spikeopt[report]'"),
     ]
     args = [a if "--out" in a else [*a, "--out", target] for a, _ in cases]

@@ -281,6 +281,8 @@ def report(folder: str | Path, out: str | Path | None = None, metric: str = "",
            mode: str = "", force: bool = False) -> Report:  # fmt: skip
     """Read every run under ``folder`` and write the tidy CSV (default ``folder/report.csv``)."""
     path = Path(out) if out else Path(folder) / "report.csv"
+    if path.is_dir():
+        raise C.ConfigError(f"--out {path} is a folder; give a CSV file name, e.g. {path}.csv")
     if path.exists() and not force:
         raise C.ConfigError(f"{path} exists; give --force to overwrite it, or another --out")
     rep = build(folder, metric, mode)  # every problem is found before anything is written
