@@ -18,6 +18,7 @@ from spikeopt.compare import VARIANTS
 from spikeopt.diagnose import CHECKS
 from spikeopt.methods import METHODS
 from spikeopt.recipes import APPLICATIONS, get_recipe, list_recipes
+from spikeopt.report import add_parser as add_report_parser
 from spikeopt.tasks.datasets import DataError
 from spikeopt.train.experiment import used_sections
 from spikeopt.train.outputs import FolderTaken
@@ -211,6 +212,7 @@ def parser() -> argparse.ArgumentParser:
     dg.add_argument("--populations", default="16,64,256", help="grad-quality: populations")
     dg.add_argument("--sigmas", default="0.01,0.05,0.2", help="grad-quality: sigmas")
     dg.set_defaults(fn=_diagnose)
+    add_report_parser(sub)  # tbparse is imported only once a report is read
     return p
 
 
