@@ -208,7 +208,7 @@ def test_a_run_logs_the_energy_keys_everywhere(tmp_path):
     over = {"encoder.steps": 4, "model.hidden": [32], "trainer.epochs": 2,
             "trainer.steps_per_epoch": 3, "trainer.progress": False, "data.n_test": 60}  # fmt: skip
     summary = api.run("digits-mlp-surrogate", over, out=tmp_path, quiet=True)
-    rows = list(csv.DictReader((tmp_path / "metrics.csv").open()))
+    rows = list(csv.DictReader((tmp_path / "metrics.csv").read_text().splitlines()))
     last = rows[-1]
     # an MLP 64 -> 32 -> 10 does 64 x 32 + 32 x 10 MACs per step, whatever its spikes
     assert float(last["dense_macs_per_step"]) == 64 * 32 + 32 * 10

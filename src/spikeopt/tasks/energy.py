@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import torch
@@ -108,7 +108,11 @@ class Energy:
 
     @contextmanager
     def watch(self) -> Iterator[Energy]:
-        """Hooks on every connection of the model for the block; removed after it."""
+        """Hooks on every connection of the model for the block; removed after it.
+
+        A compiled model (``trainer.compile``) runs the block eagerly: hooks inside its graph
+        would break it into pieces and recompile them; its training steps stay compiled.
+        """
         recurrent = {m.rec for m in self.model.modules() if isinstance(m, RecurrentLIF)}
         handles = []
         for name, m in self.model.named_modules():
@@ -116,8 +120,10 @@ class Energy:
                 handles.append(m.register_forward_hook(self._recurrent_hook(f"{name}.rec")))
             elif isinstance(m, CONNECTIONS) and m not in recurrent:
                 handles.append(m.register_forward_pre_hook(self._connection_hook(name)))
+        compiled = getattr(self.model, "_compiled_call_impl", None) is not None
         try:
-            yield self
+            with torch.compiler.set_stance("force_eager") if compiled else nullcontext():
+                yield self
         finally:
             for h in handles:
                 h.remove()
@@ -135,18 +141,12 @@ class Energy:
         c.mac += torch.where(spiking, 0.0, ops)
         c.frames += frames.shape[0]
 
-    def _eager(self, hook: Any) -> Any:
-        """``hook`` kept out of a compiled model's graph (bookkeeping, with Python state);
-        only then, as ``torch.compiler.disable`` imports dynamo (2 s)."""
-        compiled = getattr(self.model, "_compiled_call_impl", None) is not None
-        return torch.compiler.disable(hook) if compiled else hook
-
     def _connection_hook(self, name: str) -> Any:
         def hook(layer: Connection, args: tuple[Any, ...]) -> None:
             x = args[0].detach()
             self._count(name, layer, x.reshape(-1, *x.shape[x.dim() - frame_dims(layer) :]))
 
-        return self._eager(hook)
+        return hook
 
     def _recurrent_hook(self, name: str) -> Any:
         def hook(layer: RecurrentLIF, args: tuple[Any, ...], out: tuple[Tensor, Tensor]) -> None:
@@ -154,7 +154,7 @@ class Energy:
             frames = torch.cat([torch.zeros_like(s[:, :1]), s[:, :-1]], 1).flatten(0, 1)
             self._count(name, layer.rec, frames)
 
-        return self._eager(hook)
+        return hook
 
     def add(self, spikes: Sequence[Tensor]) -> None:
         """Fold one batch's outputs (B, T, N) per layer into the sparsity totals."""
