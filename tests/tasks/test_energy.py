@@ -19,7 +19,7 @@ from spikeopt import api
 from spikeopt.config import Config, apply
 from spikeopt.nn import build_model
 from spikeopt.tasks.encoders import rate, repeat
-from spikeopt.tasks.energy import Energy, fan_out
+from spikeopt.tasks.energy import Energy, fan_out, spike_count
 
 
 def measure(model, x):
@@ -69,6 +69,16 @@ def test_analog_inputs_are_multiply_accumulates():
     got = measure(TwoLayer(), x)
     assert got["synops_mac_per_sample"] == 1  # 0.5 and 1.0 at t0: fan-outs 1 + 0
     assert got["synops_ac_per_sample"] == 0  # h is [0, 0] at both steps
+
+
+def test_spike_count_tells_spikes_from_values_that_are_almost_spikes():
+    s = (torch.rand(300, 500, generator=torch.Generator().manual_seed(0)) < 0.3).float()
+    assert spike_count(s) == float(s.sum())
+    assert spike_count(-s) == float(s.sum())  # signed spikes count too, as in NeuroBench
+    for odd in (0.75, 1 - 1e-4, 1e-6, 2.0, -0.5):
+        t = s.clone()
+        t[7, 11] = odd
+        assert spike_count(t) is None, odd
 
 
 def test_conv_fan_out_counts_outputs_inside_the_padding():
