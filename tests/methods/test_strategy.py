@@ -1,6 +1,7 @@
 """The population-method base: sigma schedules, the update cap, and every method on it."""
 
 import csv
+import json
 import math
 
 import pytest
@@ -52,6 +53,18 @@ def test_every_method_trains_every_task_it_lists(name, kind, tmp_path):
     assert rows and all(math.isfinite(float(r["wall_s"])) for r in rows)
     fit = "train_fit_mean" if kind == "classification" else "fit_mean"
     assert (fit in rows[0]) == METHODS[name].population  # population statistics, if any
+    if kind == "classification":  # the energy proxy of the final model (tasks/energy.py)
+        saved = json.loads((tmp_path / "run" / "summary.json").read_text())
+        for key in (
+            "synops_per_sample",
+            "dense_macs_per_sample",
+            "dense_macs_per_step",
+            "synops/layers.0.fc",
+            "dense_macs/layers.1.fc",
+            "sparsity/layer0",
+        ):
+            assert math.isfinite(saved[key]) and saved[key] >= 0, key
+        assert saved["dense_macs_per_sample"] == (64 * 16 + 16 * 10) * 4  # 64 -> 16 -> 10, T=4
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))

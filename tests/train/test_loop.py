@@ -304,13 +304,14 @@ def test_conv_layers_read_mnist1d_as_one_dimensional_signals():
 
 def test_compiled_training_follows_the_eager_run(tmp_path):
     """trainer.compile compiles model and loss as one graph (the autograd step loop, fused by
-    inductor); it must take the same steps as the eager hand-written BPTT."""
+    inductor); it must take the same steps as the eager hand-written BPTT. Its evaluation
+    runs eagerly under the energy hooks (tasks/energy.py), so they count the same."""
     tiny = {**FAST, "model.hidden": [16], "encoder.steps": 4, "trainer.epochs": 1}
     tiny["trainer.steps_per_epoch"] = 4
     eager = api.run("digits-mlp-surrogate", tiny, out=tmp_path / "eager", quiet=True)
     tiny["trainer.compile"] = True
     compiled = api.run("digits-mlp-surrogate", tiny, out=tmp_path / "compiled", quiet=True)
-    for key in ("train_acc", "test_acc", "test_loss"):
+    for key in ("train_acc", "test_acc", "test_loss", "synops_per_sample", "dense_macs_per_sample"):
         assert compiled[key] == pytest.approx(eager[key], rel=1e-4, abs=1e-4), key
 
 

@@ -29,6 +29,7 @@ from spikeopt.population import evaluate as population_fitness
 from spikeopt.tasks.base import Batch, ModelFn, Row, Step, check_model
 from spikeopt.tasks.datasets import Dataset, as_signal, augment, load_dataset
 from spikeopt.tasks.encoders import make_encoder, step_shape
+from spikeopt.tasks.energy import energy_keys
 from spikeopt.tasks.metrics import evaluate
 
 if TYPE_CHECKING:
@@ -229,7 +230,8 @@ class ClassificationTask:
         return [row]
 
     def summary(self, rows: list[Row]) -> Row:
-        """DESIGN.md's classification keys: final and best test accuracy, and more."""
+        """DESIGN.md's classification keys: final and best test accuracy, and more; the energy
+        proxy of the final model (:mod:`spikeopt.tasks.energy`)."""
         last = rows[-1] if rows else {}
         best = max(rows, key=lambda r: r["test_acc"]) if rows else {}
         return {
@@ -239,6 +241,7 @@ class ClassificationTask:
             "best_test_acc": best.get("test_acc"),
             "best_epoch": best.get("epoch"),
             "epochs": len(rows),
+            **energy_keys(last),
         }
 
     def curves(self, rows: list[Row], summary: Row, title: str) -> Figure:

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from spikeopt.config import ConfigError
 from spikeopt.functional.composite import Composite
 from spikeopt.functional.loss import Loss
+from spikeopt.tasks.energy import Energy
 
 
 class Activity:
@@ -83,7 +84,9 @@ def evaluate(
     ``acc`` is the loss's readout (with population coding: the class whose neurons score
     highest in total, the population vote); with ``neurons_per_class > 1`` also ``wta_acc``,
     the class of the single highest-scoring output neuron. ``recall_class >= 0`` adds that
-    class's ``recall_<c>``; a composite loss adds each term as ``loss_<term>``.
+    class's ``recall_<c>``; a composite loss adds each term as ``loss_<term>``. The energy
+    proxy (:mod:`spikeopt.tasks.energy`: SynOps, dense MACs, sparsity) is counted on the same
+    forward passes by hooks on the model's connections.
     """
     if recall_class >= n_classes > 0:
         raise ConfigError(f"metric.recall_class={recall_class}: classes are 0..{n_classes - 1}")
@@ -92,10 +95,11 @@ def evaluate(
     k = loss.neurons_per_class
     single = dataclasses.replace(loss, neurons_per_class=1)
     total_loss, preds, wta_preds = 0.0, [], []
-    activity = Activity()
+    activity, energy = Activity(), Energy(model)
     for i in range(0, len(x), batch_size):
         xb, yb = x[i : i + batch_size].to(device), y[i : i + batch_size].to(device)
-        spikes, mems = model(encode(xb, generator))
+        with energy.watch():
+            spikes, mems = model(encode(xb, generator))
         if isinstance(loss, Composite):  # per-component logging
             terms, _ = loss.components(spikes, mems, yb)
             for name, v in terms.items():
@@ -106,6 +110,7 @@ def evaluate(
         if k > 1:
             wta_preds.append((single.scores(spikes, mems).argmax(-1) // k).cpu())
         activity.add(spikes, mems)
+        energy.add(spikes)
     pred = torch.cat(preds)
     out = {"loss": total_loss / len(x), "acc": float((pred == y).float().mean())}
     if k > 1:
@@ -115,4 +120,5 @@ def evaluate(
         every = per_class_recall(pred, y, n_classes)
         out.update(every if recall else {f"recall_{recall_class}": every[f"recall_{recall_class}"]})
     out.update(activity.summary())
+    out.update(energy.summary())
     return out
