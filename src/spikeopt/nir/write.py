@@ -26,8 +26,8 @@ def _arr(x: float | Tensor, shape: tuple[int, ...]) -> np.ndarray:
     return np.full(shape, float(x))
 
 
-def _neuron_nodes(name: str, lif: LIF, shape: tuple[int, ...], dt: float, li: bool) -> dict:
-    """NIR nodes of one population (keys relative to ``name``); ``in``/``out`` name the nodes
+def _neuron_nodes(lif: LIF, shape: tuple[int, ...], dt: float, li: bool) -> dict:
+    """NIR nodes of one population (keys relative to its layer); ``in``/``out`` name the nodes
     its input enters and its spikes (or an LI's membrane) leave."""
     p = lif.params()
     beta = _arr(p.beta, shape)
@@ -132,7 +132,7 @@ def to_nir(model: nn.Module, dt: float, input_shape: tuple[int, ...] | None = No
         else:
             raise NIRError(f"to_nir: layer {i} ({type(layer).__name__}) has no NIR form")
         li = isinstance(layer, LinearLIF) and layer.li
-        group = _neuron_nodes(f"{i}", layer.neuron, shape, float(dt), li)
+        group = _neuron_nodes(layer.neuron, shape, float(dt), li)
         entry, out = group.pop("in"), group.pop("out")
         for key, node in group.items():
             nodes[f"{i}.{key}"] = node
