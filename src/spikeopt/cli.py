@@ -1,4 +1,4 @@
-"""``spikeopt list | show | run``: the command line over :mod:`spikeopt.api`."""
+"""``spikeopt list | show | run | export | ...``: the command line over :mod:`spikeopt.api`."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from spikeopt import config as C
 from spikeopt import diagnose as dg
 from spikeopt.compare import VARIANTS
 from spikeopt.diagnose import CHECKS
+from spikeopt.export import add_parser as add_export_parser
 from spikeopt.methods import METHODS
 from spikeopt.recipes import APPLICATIONS, get_recipe, list_recipes
 from spikeopt.report import add_parser as add_report_parser
@@ -185,6 +186,7 @@ def parser() -> argparse.ArgumentParser:
     rn.add_argument("--workers", type=int, default=0, help="processes for --sessions (0 = cores)")
     rn.set_defaults(fn=_run)
     add_tune_parser(sub)  # Ray is imported only once a search runs
+    add_export_parser(sub)  # spikeopt.export: state_dict or NIR of a run's model
     cp = sub.add_parser("compare", help="several methods on one recipe, N seeds, one table")
     cp.add_argument("recipe", help=RECIPE_HELP)
     cp.add_argument("overrides", nargs="*", metavar="key=value", help="applied to every method")

@@ -125,6 +125,7 @@ class ConvLIF(nn.Module):
         self.conv = nn.Conv2d(c_in, c_out, kernel, padding=pad, bias=norm == "none")
         self.bn = nn.BatchNorm2d(c_out) if norm == "batch" else None
         self.pool = pool
+        self.hw = hw  # the input's (H, W): what an export (spikeopt.nir) needs to know
         self.window = (1, 2) if flat else (2, 2)
         self.neuron = LIF(c_out * hw[0] * hw[1], cfg)
 

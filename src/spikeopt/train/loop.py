@@ -6,12 +6,14 @@ Per epoch (a classification epoch of minibatches, or one control update)::
     for batch in task.batches(epoch): method.step      lazy: control rolls out the policy
     rows = task.evaluate(...)                           + user metrics, wall time
     LR schedule step, early stopping                    on the epoch's last row
-    metrics.csv, TensorBoard, checkpoint.pt, callbacks  each written atomically
+    metrics.csv, TensorBoard, best.pt, checkpoint.pt    each written atomically; callbacks
 
 then ``summary.json`` (the task's keys and provenance) and ``curves.png``. The checkpoint
 holds everything that changes while training (method state, LR scheduler, rows, early
 stopping, the torch RNG), and the tasks draw every other random number from generators
 seeded by the epoch, so a run resumed from its last checkpoint replays the rest exactly.
+``best.pt`` holds the model of the epoch with the best ``task.metric`` (its value is in the
+checkpoint, so a resumed run keeps choosing the same one); :func:`spikeopt.load` reads it.
 """
 
 from __future__ import annotations
@@ -194,7 +196,7 @@ def train(
     es_state: dict[str, Any] = {}
     bad: dict[str, Any] = {}  # undone non-finite steps (trainer.nonfinite)
     guard = Guard()
-    start, wall0 = 0, 0.0
+    start, wall0, best = 0, 0.0, -math.inf
     if resume:
         if out is None:
             raise C.ConfigError("resume needs the run's output folder (out)")
@@ -215,6 +217,7 @@ def train(
         if sched is not None and ck["scheduler"] is not None:
             sched.load_state_dict(ck["scheduler"])
         rows, es_state, start, wall0 = ck["rows"], ck["early_stop"], ck["epoch"], ck["wall_s"]
+        best = float(ck.get("best", -math.inf))  # older checkpoints: the next epoch writes it
         torch.set_rng_state(ck["rng"])
     tb = None
     if out is not None:
@@ -253,6 +256,7 @@ def train(
             io.write_csv(out / "metrics.csv", rows)
             for row in new:
                 tb.log(row, int(row[task.key]))
+            best = _save_best(out, exp, new, best, epoch, name)  # before the checkpoint counts it
             io.save_checkpoint(
                 out / "checkpoint.pt",
                 {
@@ -264,6 +268,7 @@ def train(
                     "wall_s": wall,
                     "rng": torch.get_rng_state(),
                     "recipe": name,
+                    "best": best,
                 },
             )
         for cb in callbacks or []:
@@ -287,6 +292,24 @@ def train(
         io.write_json(out / "summary.json", summary)
         io.write_figure(out / "curves.png", task.curves(rows, summary, name))
     return summary
+
+
+BEST = "best.pt"  # the model of the epoch with the best task.metric (spikeopt.load)
+
+
+def _save_best(
+    out: Path, exp: Experiment, new: list[Row], best: float, epoch: int, name: str
+) -> float:
+    """Write ``best.pt`` (the model and its epoch) when this epoch's ``task.metric`` (mean of
+    its rows) beats ``best``, the best earlier one (the first of equal epochs wins, as
+    ``best_test_acc`` does), or when there is none yet; returns the new best."""
+    values = [float(r[exp.task.metric]) for r in new if exp.task.metric in r]
+    value = sum(values) / len(values) if values else math.nan
+    if value > best or not (out / BEST).exists():
+        payload = {"model": exp.model.state_dict(), "epoch": epoch + 1,
+                   "metric": exp.task.metric, "value": value, "recipe": name}  # fmt: skip
+        io.save_checkpoint(out / BEST, payload)
+    return max(best, value) if math.isfinite(value) else best
 
 
 def summarize(exp: Experiment, rows: list[Row], stopped: bool, name: str) -> dict[str, Any]:
