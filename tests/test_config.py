@@ -221,7 +221,7 @@ def test_show_lists_the_names_of_every_choice():
 
 @pytest.mark.parametrize("key", sorted(C.RANGES))
 def test_every_range_refuses_a_value_outside_it_before_anything_is_written(key, tmp_path):
-    bad = {list: [0], int: -1, float: float("nan"), str: "gpu"}
+    bad = {list: [-1], int: -1, float: float("nan"), str: "gpu", type(None): -1}
     cfg = api.resolve("digits-mlp-surrogate")
     section, name = key.split(".")
     value = bad[type(getattr(getattr(cfg, section), name))]

@@ -349,6 +349,19 @@ class MetricConfig:
 
 
 @dataclass
+class HWConfig:
+    """Hardware constraints: weights quantised in the forward pass (docs/hardware.md)."""
+
+    weight_bits: int | None = doc(
+        None, "bits per weight, symmetric uniform with a max-|w| scale (2..8; null = float)"
+    )
+    layer_bits: list[int] = doc(
+        [], "bits per weight layer in model order, over weight_bits ([] = all alike; 0 = float)"
+    )
+    per_channel: bool = doc(False, "one scale per output channel instead of one per weight tensor")
+
+
+@dataclass
 class EarlyStopConfig:
     """Stop when a logged metric reaches a threshold or stops improving."""
 
@@ -382,6 +395,7 @@ class Config:
     loss: LossConfig = field(default_factory=LossConfig)
     metric: MetricConfig = field(default_factory=MetricConfig)
     early_stop: EarlyStopConfig = field(default_factory=EarlyStopConfig)
+    hw: HWConfig = field(default_factory=HWConfig)
 
 
 # ---------------------------------------------------------------- keys and types
@@ -511,6 +525,8 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "rl.episodes": (_at_least(1), ">= 1"),
     "rl.generations": (_at_least(1), ">= 1"),
     "rl.batch_episodes": (_at_least(1), ">= 1"),
+    "hw.weight_bits": (lambda v: v is None or 2 <= v <= 8, "an integer in 2..8, or null (float)"),
+    "hw.layer_bits": (_each(lambda v: v == 0 or 2 <= v <= 8), "bits in 2..8, or 0 (float)"),
 }
 
 

@@ -20,6 +20,7 @@ from spikeopt.config import ConfigError
 from spikeopt.population.layers import Context, snn_forward, supports
 from spikeopt.population.node import NodeNoise, NodePerturbation
 from spikeopt.population.noise import Noise, Offsets, Perturbation, perturbed
+from spikeopt.population.quant import quantised_members
 from spikeopt.population.vmap import VmapForward
 
 # Any population: seeded weight noise, explicit offsets, or seeded node (current) noise.
@@ -84,9 +85,10 @@ def evaluate(
 
     ``pert`` is a :class:`Perturbation` (noise regenerated from seeds), explicit
     :class:`Offsets` or a :class:`NodePerturbation` (current noise).
-    Built-in SNNs take the batched low-rank path (:mod:`spikeopt.population.layers`); any
-    other module runs under ``vmap`` with ``randomness`` ('same' | 'different'). ``chunk=0``
-    sizes chunks from ``memory_mb``.
+    Built-in SNNs take the batched low-rank path (:mod:`spikeopt.population.layers`; members
+    of a quantised model run their own quantised weights, :mod:`spikeopt.population.quant`);
+    any other module runs under ``vmap`` (its parametrisations quantise each member) with
+    ``randomness`` ('same' | 'different'). ``chunk=0`` sizes chunks from ``memory_mb``.
     """
     fitness = torch.empty(pert.population, dtype=torch.float64)
 
@@ -137,12 +139,14 @@ def _chunks(
     fast = supports(model)
     vmapped = None if fast else VmapForward(model, named, x, randomness)
     shared: dict[Any, Tensor] = {}  # computed once per generation, reused by every chunk
-    with torch.no_grad():
+    # (not around vmap: a cached parametrisation would hand every member the centre's weight)
+    with torch.no_grad(), quantised_members(model if fast else None) as exact:
         for m0 in range(0, pert.population, size):
             m1 = min(m0 + size, pert.population)
             members = noise.members(m0, m1)
-            if vmapped is None:
-                spikes, mems = snn_forward(model, x, Context(members, shared), keep_hidden=False)  # type: ignore[arg-type]
+            if vmapped is None:  # quantised weights: each member's formed and rounded (exact)
+                ctx = Context(exact(members), shared)
+                spikes, mems = snn_forward(model, x, ctx, keep_hidden=False)  # type: ignore[arg-type]
             else:
                 spikes, mems = vmapped(members)
             score(m0, m1, spikes, mems)

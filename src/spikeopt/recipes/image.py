@@ -23,6 +23,28 @@ _DIGITS_LI = {
     "data.batch_size": 64,
 }
 
+# Quantisation-aware training on digits (docs/hardware.md): digits-es's network and ES with
+# 4-bit weights; every member is quantised with its own scale before it runs.
+_DIGITS_QAT = {
+    **DIGITS,
+    "encoder.steps": 8,
+    "data.normalize": True,
+    "model.hidden": [256],
+    "model.readout": "li",
+    "model.dropout": 0.2,
+    "loss.name": "ce_mean",
+    "method.name": "es",
+    "es.population": 256,
+    "es.sigma": 0.05,
+    "optim.name": "adamw",
+    "optim.lr": 0.01,
+    "optim.weight_decay": 0.1,
+    "sched.name": "cosine",
+    "trainer.epochs": 40,
+    "data.batch_size": 128,
+    "hw.weight_bits": 4,
+}
+
 _CIFAR = {"data.name": "cifar10", "data.normalize": True, "encoder.kind": "repeat"}
 
 # The predecessor's CIFAR protocol (subset sizes, repeat input, sigma) on a net ES can move
@@ -118,6 +140,13 @@ RECIPES: list[Recipe] = [
             "trainer.epochs": 40,
             "data.batch_size": 128,
         },
+    ),
+    Recipe(
+        "digits-qat",
+        "image",
+        "LIF MLP on digits with 4-bit weights, trained by ES on the exactly quantised members "
+        "(method.name=surrogate: BPTT with a straight-through estimator; docs/hardware.md)",
+        _DIGITS_QAT,
     ),
     Recipe(
         "digits-nodepert",

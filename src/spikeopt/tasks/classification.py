@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from spikeopt import config as C
 from spikeopt.functional.loss import Loss, make_loss
 from spikeopt.nn import build_model, fluct_init
+from spikeopt.nn.quant import apply_hw
 from spikeopt.population import Source, chunk_size, evaluate_samples
 from spikeopt.population import evaluate as population_fitness
 from spikeopt.tasks.base import Batch, ModelFn, Row, Step, check_model
@@ -152,6 +153,7 @@ class ClassificationTask:
             self.model = build_model(cfg, shape, data.n_classes).to(device)
         if cfg.model.init == "fluct":  # data-driven: measured on real training batches
             self._fluct_init()
+        apply_hw(self.model, cfg)  # after any init: the quantiser wraps the final weights
         self.loss: Loss = (
             loss_fn(cfg)
             if loss_fn

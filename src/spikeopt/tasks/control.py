@@ -26,8 +26,10 @@ from torch import Tensor, nn
 from spikeopt import config as C
 from spikeopt.nn.policies import build_policy, input_dim, policy_logits, readout
 from spikeopt.nn.policies import encode as encode_obs
+from spikeopt.nn.quant import apply_hw
 from spikeopt.population import Context, Source, members_of, perturbed, snn_forward, supports
 from spikeopt.population.noise import ChunkNoise
+from spikeopt.population.quant import quantised_members
 from spikeopt.population.vmap import VmapForward
 from spikeopt.tasks.base import Batch, ModelFn, Row, Step, check_model
 from spikeopt.tasks.control_metrics import session_metrics
@@ -107,7 +109,9 @@ def population_logits(
     """
     x = encode_obs(obs, cfg.policy, cfg.encoder.steps)  # (c, B, T, D')
     if supports(model):
-        spikes, mems = snn_forward(model, x, Context(noise), keep_hidden=False, per_member=True)  # type: ignore[arg-type]
+        with quantised_members(model) as exact:  # quantised weights: each member's, rounded
+            ctx = Context(exact(noise))
+            spikes, mems = snn_forward(model, x, ctx, keep_hidden=False, per_member=True)  # type: ignore[arg-type]
     else:
         forward = VmapForward(model, perturbed(model), x, cfg.es.vmap_randomness, per_member=True)
         spikes, mems = forward(noise)
@@ -219,6 +223,7 @@ class ControlTask:
             check_model(self.model, self.example(2), self.env.n_actions)
         else:
             self.model = build_policy(cfg, self.env.obs_dim, self.env.n_actions)
+        apply_hw(self.model, cfg)
         self.objective = ControlObjective(make_env(cfg.env), cfg)  # its own batch of envs
         self.epochs = r.generations if population else math.ceil(r.episodes / r.batch_episodes)
 

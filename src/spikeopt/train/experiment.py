@@ -90,7 +90,7 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-COMMON_SECTIONS = ("model", "neuron", "method", "optim", "sched", "trainer", "early_stop")
+COMMON_SECTIONS = ("model", "neuron", "method", "optim", "sched", "trainer", "early_stop", "hw")
 
 
 def used_sections(cfg: C.Config) -> list[str]:
