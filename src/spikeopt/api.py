@@ -14,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from spikeopt import config as C
+from spikeopt.builders import Builders, ModelFn
 from spikeopt.dist import quiet_ray
 from spikeopt.recipes import get_recipe
 from spikeopt.train import outputs as io
@@ -54,13 +56,24 @@ def run(
     callbacks: list[Callback] | None = None,
     sessions: int = 1,
     workers: int = 0,
+    model: ModelFn | nn.Module | None = None,
 ) -> dict[str, Any]:
     """Run a recipe and return its summary; with ``out``, write every output there.
+
+    ``model`` trains your own network instead of the recipe's: an ``nn.Module`` keeping the
+    model contract (docs/own-model.md) or a factory ``(cfg, input_shape, n_outputs) ->
+    nn.Module``; from the command line, ``model.module=package.module:factory``.
 
     ``sessions > 1`` runs that many seeds (``trainer.seed + i``) in ``workers`` processes and
     returns their aggregate (:func:`spikeopt.train.sessions.run_sessions`).
     """
     out_dir = Path(out) if out is not None else None
+    builders = None if model is None else Builders(model=_factory(model))
+    if builders is not None and sessions > 1:
+        raise C.ConfigError(
+            "a model passed in Python runs one session; for --sessions name it with "
+            "model.module=package.module:factory, which every session imports"
+        )
     quiet_ray(quiet)  # quiet means quiet for the Ray this run may start, too
     if sessions < 1:
         raise C.ConfigError(f"--sessions must be >= 1, got {sessions}")
@@ -75,14 +88,14 @@ def run(
     else:
         cfg = resolve(recipe, overrides, config_file)
     if out_dir is None:
-        return _run(cfg, None, recipe, resume, quiet, callbacks, sessions, workers)
+        return _run(cfg, None, recipe, resume, quiet, callbacks, sessions, workers, builders)
     with io.run_lock(out_dir):  # checked and written by one process at a time
         if not resume and any((out_dir / f).exists() for f in ("checkpoint.pt", "session0")):
             raise io.FolderTaken(
                 f"{out_dir} already holds a run; continue it with --resume {out_dir} "
                 "or choose another --out"
             )
-        return _run(cfg, out_dir, recipe, resume, quiet, callbacks, sessions, workers)
+        return _run(cfg, out_dir, recipe, resume, quiet, callbacks, sessions, workers, builders)
 
 
 # What a resume may change: where and how it runs, never what it computes; the length only
@@ -129,21 +142,36 @@ def _run(
     callbacks: list[Callback] | None,
     sessions: int,
     workers: int,
+    builders: Builders | None = None,
 ) -> dict[str, Any]:
     """What :func:`run` does once the config is resolved and the folder is held."""
     if cfg.trainer.forward_check:
-        return forward_check(cfg, out_dir)
+        return forward_check(cfg, out_dir, builders)
     if resume and out_dir is not None:  # a multi-session folder resumes all its sessions
         sessions = max(sessions, len(list(out_dir.glob("session*"))))
     if sessions > 1 or (out_dir is not None and (out_dir / "session0").exists()):
         return run_sessions(cfg, out_dir or default_out(recipe), sessions, workers, recipe)
-    return train(cfg, out_dir, resume, quiet, callbacks, name=recipe)
+    return train(cfg, out_dir, resume, quiet, callbacks, name=recipe, builders=builders)
 
 
-def forward_check(cfg: C.Config, out: Path | None = None) -> dict[str, Any]:
+def _factory(model: ModelFn | nn.Module) -> ModelFn:
+    """A model factory from a factory or a built module (used as it is)."""
+    if isinstance(model, nn.Module):
+        return lambda cfg, shape, n_out: model
+    if not callable(model):
+        raise C.ConfigError(
+            f"model= must be an nn.Module or a factory (cfg, input_shape, n_outputs) -> "
+            f"nn.Module, got {type(model).__name__}"
+        )
+    return model
+
+
+def forward_check(
+    cfg: C.Config, out: Path | None = None, builders: Builders | None = None
+) -> dict[str, Any]:
     """One forward pass on a training batch: layer shapes (B, T, N) and a finite loss
     (classification: the loss needs labels)."""
-    task = build(cfg).classification
+    task = build(cfg, builders).classification
     x = task.data.x_train[: cfg.data.batch_size].to(task.device)
     y = task.data.y_train[: cfg.data.batch_size].to(task.device)
     xt = task.encode(x, torch.Generator(device=task.device).manual_seed(cfg.trainer.seed))

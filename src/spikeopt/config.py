@@ -112,6 +112,9 @@ class ModelConfig:
     """Architecture of the spiking network."""
 
     arch: Arch = doc("mlp", "network architecture (cnn: the non-spiking baseline)")
+    module: str = doc(
+        "", "your own model, 'package.module:factory' (imported; docs/own-model.md); '' = arch"
+    )
     hidden: list[int] = doc([128], "sizes of the dense hidden layers")
     channels: list[int] = doc([32, 64], "conv: output channels of each conv layer")
     kernel_size: int = doc(3, "conv: kernel size (padding keeps the spatial size)")

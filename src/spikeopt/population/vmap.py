@@ -15,7 +15,8 @@ population sees its own observations.
 spikeopt's own neurons run here too (a custom module built from them): under a transform they
 take the plain step loop with a vmap-able spike function. A limit of ``vmap`` itself: an
 ``autograd.Function`` without ``setup_context`` (old-style ``forward(ctx, ...)``, as snnTorch's
-and many users' surrogate spike functions are written) cannot run under it. snnTorch neurons
+and many users' surrogate spike functions are written) or without a vmap rule (Norse's
+``SuperSpike``) cannot run under it. snnTorch neurons
 hold theirs as ``spike_grad``: while members run it is swapped for the Heaviside step that every
 snnTorch surrogate computes in its forward pass (a population method needs only the forward).
 Any other such model runs its members one by one through the same ``functional_call`` (the
@@ -81,12 +82,13 @@ class VmapForward:
                 with hard_spikes(self.model):
                     return batched(params, buffers, self.x)
             except RuntimeError as err:
-                if "setup_context" not in str(err):
+                # an autograd.Function vmap cannot run: old-style, or without a vmap rule
+                if "setup_context" not in str(err) and "vmap support" not in str(err):
                     raise
                 _LOOPED.add(self.model)
                 log.warning(
-                    "%s uses an autograd.Function without setup_context, which vmap cannot "
-                    "run: its population members run one by one",
+                    "%s uses an autograd.Function that vmap cannot run (no setup_context or "
+                    "no vmap rule): its population members run one by one",
                     type(self.model).__name__,
                 )
                 if self._rng is not None:

@@ -158,6 +158,23 @@ def check_output(output: Any, batch: int, steps: int, n_out: int | None = None) 
         )
 
 
+def call_factory(model_fn: ModelFn, cfg: Config, shape: tuple[int, ...], n_out: int) -> nn.Module:
+    """A user model from its factory; what the factory raises or returns wrong is a
+    ConfigError naming the factory and how it is called."""
+    name = getattr(model_fn, "__qualname__", type(model_fn).__name__)
+    call = f"{name}(cfg, input_shape={shape}, n_outputs={n_out})"
+    try:
+        model = model_fn(cfg, shape, n_out)
+    except Exception as err:  # the user's code: say where it failed, as a bad setting
+        raise ConfigError(
+            f"the model factory raised {type(err).__name__}: {err} -- called as {call}; "
+            "it must return an nn.Module (docs/own-model.md)"
+        ) from err
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"{call} returned a {type(model).__name__}, not an nn.Module")
+    return model
+
+
 def check_model(model: nn.Module, x: Tensor, n_out: int | None = None) -> None:
     """Run ``model`` on the encoded batch ``x`` (B, T, ...) without gradients and check it."""
     was = model.training

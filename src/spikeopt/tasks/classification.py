@@ -27,7 +27,7 @@ from spikeopt.nn import build_model, fluct_init
 from spikeopt.nn.quant import apply_hw
 from spikeopt.population import Source, chunk_size, evaluate_samples
 from spikeopt.population import evaluate as population_fitness
-from spikeopt.tasks.base import Batch, ModelFn, Row, Step, check_model
+from spikeopt.tasks.base import Batch, ModelFn, Row, Step, call_factory, check_model
 from spikeopt.tasks.datasets import Dataset, as_signal, augment, load_dataset
 from spikeopt.tasks.encoders import make_encoder, step_shape
 from spikeopt.tasks.energy import energy_keys
@@ -146,7 +146,7 @@ class ClassificationTask:
         torch.manual_seed(cfg.trainer.seed)
         shape = step_shape(cfg.encoder, data.input_shape)
         if model_fn:  # a user model: its output contract is checked on a real batch first
-            self.model = model_fn(cfg, shape, data.n_classes).to(device)
+            self.model = call_factory(model_fn, cfg, shape, data.n_classes).to(device)
             n_out = data.n_classes * cfg.model.neurons_per_class
             check_model(self.model, self.example(2), n_out)
         else:

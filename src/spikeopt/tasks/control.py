@@ -31,7 +31,7 @@ from spikeopt.population import Context, Source, members_of, perturbed, snn_forw
 from spikeopt.population.noise import ChunkNoise
 from spikeopt.population.quant import quantised_members
 from spikeopt.population.vmap import VmapForward
-from spikeopt.tasks.base import Batch, ModelFn, Row, Step, check_model
+from spikeopt.tasks.base import Batch, ModelFn, Row, Step, call_factory, check_model
 from spikeopt.tasks.control_metrics import session_metrics
 from spikeopt.tasks.envs import BatchEnv, Episodes, baselines, episode_stats, make_env, run_episodes
 
@@ -219,7 +219,7 @@ class ControlTask:
         if model_fn:  # a user policy: the readout must have one neuron per action
             C.check_choices(cfg.policy)
             shape = (input_dim(cfg.policy, self.env.obs_dim),)
-            self.model = model_fn(cfg, shape, self.env.n_actions)
+            self.model = call_factory(model_fn, cfg, shape, self.env.n_actions)
             check_model(self.model, self.example(2), self.env.n_actions)
         else:
             self.model = build_policy(cfg, self.env.obs_dim, self.env.n_actions)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from spikeopt import config as C
-from spikeopt.builders import Builders
+from spikeopt.builders import Builders, model_builders
 from spikeopt.functional.loss import Loss
 from spikeopt.methods import METHODS, Method, TrainState, make_method
 from spikeopt.methods.base import forward_loss
@@ -122,7 +122,7 @@ def make_task(
     cfg: C.Config, device: torch.device, population: bool, builders: Builders | None = None
 ) -> Task:
     """The task ``trainer.task`` names, with any user builders it can use."""
-    b = builders or Builders()
+    b = model_builders(cfg, builders)
     if cfg.trainer.task == "control":
         if b.data or b.loss:
             raise C.ConfigError(
