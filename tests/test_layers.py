@@ -27,12 +27,12 @@ LAYERS: list[tuple[str, ...]] = [
     ("config",),
     ("functional",),
     ("nn",),
-    ("population",),
+    ("population", "nir"),
     ("tasks",),
     ("methods", "dist", "watchdog"),
     ("train", "builders"),
     ("recipes",),
-    ("tune", "compare", "diagnose", "api"),
+    ("tune", "compare", "diagnose", "api", "export", "report"),
     ("cli",),
 ]
 LAYER_OF = {top: i for i, names in enumerate(LAYERS) for top in names}
@@ -108,10 +108,17 @@ def test_no_import_points_up_a_layer():
         f"{name} (layer {layer(name)}) imports {dep} (layer {layer(dep)})"
         for name, deps in GRAPH.items()
         for dep in sorted(deps)
-        if layer(dep) > layer(name)
+        if layer(dep) > layer(name) and name != "spikeopt"
     ]
     assert not upward, "\n".join(upward)
-    assert not GRAPH["spikeopt"], "the package root imports nothing (no import side effects)"
+    # the package root imports nothing when imported (no import side effects): its one entry
+    # point, spikeopt.load, imports the layer it needs when called
+    root = ast.parse(source_of("spikeopt").read_text(encoding="utf-8"))
+    eager = [n for n in root.body if isinstance(n, (ast.Import, ast.ImportFrom))
+             and (n.module if isinstance(n, ast.ImportFrom) else n.names[0].name or "")
+             .startswith("spikeopt")]  # fmt: skip
+    assert not eager, "the package root imports nothing at import time"
+    assert GRAPH["spikeopt"] <= {"spikeopt.export"}, GRAPH["spikeopt"]
 
 
 def test_no_import_cycles():
