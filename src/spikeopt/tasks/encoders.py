@@ -2,6 +2,7 @@
 
 ``repeat`` returns an ``expand``-ed view whose time axis has stride 0; layers see that and
 compute their input current once instead of T times (see ``spikeopt.nn.layers.is_static``).
+``events`` passes binned event frames through: their time axis is the data's own.
 ``rate`` samples Bernoulli spikes from an explicit ``torch.Generator``, so a run (and every
 member of an ES population, which shares one draw) is reproducible from its seed.
 """
@@ -61,7 +62,12 @@ def sequence(x: Tensor, window: int = 1, hold: int = 1) -> Tensor:
     return x.repeat_interleave(hold, dim=1) if hold > 1 else x
 
 
-ENCODERS: tuple[str, ...] = ("repeat", "rate", "deterministic", "latency", "sequence")
+def events(x: Tensor, gain: float = 1.0) -> Tensor:
+    """Binned event frames (B, T, ...) as they are, scaled by ``gain``: the data holds time."""
+    return gain * x if gain != 1.0 else x
+
+
+ENCODERS: tuple[str, ...] = ("repeat", "rate", "deterministic", "latency", "sequence", "events")
 
 Encoder = Callable[[Tensor, "torch.Generator | None"], Tensor]
 
@@ -87,6 +93,8 @@ def make_encoder(cfg: EncoderConfig) -> Encoder:
             return deterministic_rate(x, steps, gain)
         if kind == "latency":
             return latency(x, steps, gain)
+        if kind == "events":
+            return events(x, gain)
         return sequence(x, cfg.window, cfg.hold)
 
     return encode
@@ -97,4 +105,6 @@ def step_shape(cfg: EncoderConfig, sample_shape: tuple[int, ...]) -> tuple[int, 
     if cfg.kind == "sequence":
         channels = 1 if len(sample_shape) == 1 else sample_shape[-1]
         return (channels * cfg.window,)
+    if cfg.kind == "events":  # frames (T, ...): a step is one frame
+        return tuple(sample_shape[1:])
     return tuple(sample_shape)
