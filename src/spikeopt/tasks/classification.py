@@ -31,12 +31,11 @@ from spikeopt.tasks.base import Batch, ModelFn, Row, Step, call_factory, check_m
 from spikeopt.tasks.datasets import (
     EVENT_DATASETS,
     Dataset,
-    as_frames,
     as_signal,
     augment,
     load_dataset,
 )
-from spikeopt.tasks.encoders import make_encoder, step_shape
+from spikeopt.tasks.encoders import as_frames, make_encoder, step_shape
 from spikeopt.tasks.energy import energy_keys
 from spikeopt.tasks.metrics import evaluate
 

@@ -37,7 +37,7 @@ from spikeopt.tasks.readers import (
 )
 
 __all__ = ["AUGMENTATIONS", "CACHE_VERSION", "DATASETS", "EVENT_DATASETS", "DataError", "Dataset",
-           "as_frames", "as_signal",
+           "as_signal",
            "augment", "cache_dir", "load_dataset", "standardize", "subset_indices"]  # fmt: skip
 
 DATASETS: tuple[str, ...] = tuple(DATASET_READERS)  # digits, mnist1d, ..., cifar10, shd, ...
@@ -72,23 +72,6 @@ def as_signal(data: Dataset) -> Dataset:
     return dataclasses.replace(
         data, x_train=data.x_train[:, None, None, :], x_test=data.x_test[:, None, None, :]
     )
-
-
-def as_frames(data: Dataset, time_axis: int | None) -> Dataset:
-    """Samples whose axis ``time_axis`` is time, as frames (T, ...) with time first; arrays
-    that are frames already pass (only time_axis=0, or None, is consistent with them)."""
-    if data.frames and time_axis in (None, 0):
-        return data
-    ndim = data.x_train.ndim - 1
-    if data.frames or time_axis is None or not -ndim <= time_axis < ndim:
-        axis = "frames (T, ...): omit data.time_axis" if data.frames else (
-            f"(shape {tuple(data.input_shape)}): set data.time_axis=0 for (T, ...) samples or "
-            "-1 for (..., T), never guessed")  # fmt: skip
-        raise ConfigError(f"encoder.kind=events needs to know which axis of a sample is time; "
-                          f"data.time_axis={time_axis} for {data.name}'s {axis}")  # fmt: skip
-    move = time_axis % ndim + 1
-    return dataclasses.replace(data, x_train=data.x_train.movedim(move, 1),
-                               x_test=data.x_test.movedim(move, 1), frames=True)  # fmt: skip
 
 
 def load_dataset(cfg: DataConfig, steps: int = 0) -> Dataset:

@@ -9,12 +9,14 @@ member of an ES population, which shares one draw) is reproducible from its seed
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from spikeopt.config import ConfigError, EncoderConfig, check_choices
+from spikeopt.tasks.datasets import Dataset
 
 
 def repeat(x: Tensor, steps: int) -> Tensor:
@@ -65,6 +67,23 @@ def sequence(x: Tensor, window: int = 1, hold: int = 1) -> Tensor:
 def events(x: Tensor, gain: float = 1.0) -> Tensor:
     """Binned event frames (B, T, ...) as they are, scaled by ``gain``: the data holds time."""
     return gain * x if gain != 1.0 else x
+
+
+def as_frames(data: Dataset, time_axis: int | None) -> Dataset:
+    """Samples whose axis ``time_axis`` is time, as frames (T, ...) with time first; arrays
+    that are frames already pass (only time_axis=0, or None, is consistent with them)."""
+    if data.frames and time_axis in (None, 0):
+        return data
+    ndim = data.x_train.ndim - 1
+    if data.frames or time_axis is None or not -ndim <= time_axis < ndim:
+        axis = "frames (T, ...): omit data.time_axis" if data.frames else (
+            f"(shape {tuple(data.input_shape)}): set data.time_axis=0 for (T, ...) samples or "
+            "data.time_axis=-1 for (..., T); it is never guessed")  # fmt: skip
+        raise ConfigError(f"encoder.kind=events needs to know which axis of a sample is time; "
+                          f"data.time_axis={time_axis} for {data.name}'s {axis}")  # fmt: skip
+    move = time_axis % ndim + 1
+    return dataclasses.replace(data, x_train=data.x_train.movedim(move, 1),
+                               x_test=data.x_test.movedim(move, 1), frames=True)  # fmt: skip
 
 
 ENCODERS: tuple[str, ...] = ("repeat", "rate", "deterministic", "latency", "sequence", "events")
