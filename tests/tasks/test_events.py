@@ -278,3 +278,27 @@ def test_shd_recipe_learns_its_fixture_well_above_chance(tmp_path: Path) -> None
             "data.batch_size": 16, "optim.lr": 1e-2, "model.dropout": 0.0}  # fmt: skip
     summary = api.run("shd-rsnn-surrogate", over, None, tmp_path / "run", quiet=True)
     assert summary["test_acc"] > 0.8  # 4 classes: chance is 0.25
+
+
+def test_cli_missing_event_files_exit_2_naming_them_and_write_nothing(tmp_path: Path) -> None:
+    from tests.test_cli import spikeopt
+
+    (tmp_path / "shd").mkdir()
+    (tmp_path / "shd" / "shd_train.h5").write_bytes(b"")  # only the test file is missing
+    r = spikeopt("run", "shd-rsnn-surrogate", f"data.root={tmp_path / 'shd'}",
+                 f"data.cache_dir={tmp_path / 'c'}", "--out", str(tmp_path / "run"))  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert "shd_test.h5[.zip|.gz] (https://zenkelab.org/datasets/shd_test.h5.zip)" in r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_tonic_classes_read_the_root_and_never_download(tmp_path: Path) -> None:
+    from tonic.datasets import NMNIST
+
+    from spikeopt.tasks.readers.events import offline
+
+    make_nmnist(tmp_path, 4)
+    ds = offline(NMNIST, tmp_path, "hint", train=False)  # Tonic alone wants 10000 files, or fetches
+    assert len(ds) == 4 and ds.location_on_system == str(tmp_path)
+    with pytest.raises(DataError, match="NMNIST files missing; hint"):
+        ds.download()
