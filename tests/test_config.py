@@ -214,7 +214,7 @@ def test_show_lists_the_names_of_every_choice():
     for key, names in literal_keys().items():  # config.choices reads the same Literal
         assert docs[key][1].endswith(f"one of: {' | '.join(names)}"), key
     assert docs["encoder.kind"][1].endswith(
-        "one of: repeat | rate | deterministic | latency | sequence"
+        "one of: repeat | rate | deterministic | latency | sequence | events"
     )
     assert "one of" not in docs["optim.lr"][1]
 

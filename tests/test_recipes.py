@@ -95,3 +95,36 @@ def test_forward_check_is_not_ok_when_a_spiking_layer_never_fires():
     assert not summary["ok"] and [layer["silent"] for layer in summary["layers"]] == [True, True]
     li = api.forward_check(api.resolve("snn-forward", {"model.readout": "li"}))
     assert li["ok"] and not li["layers"][-1]["silent"]  # an LI readout has no spikes to miss
+
+
+# issue 16.1: every event recipe trains end to end on a fixture in its authors' file format
+EVENTS = sorted(r.name for r in list_recipes(application="events"))
+
+
+@pytest.fixture(scope="module")
+def event_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """SHD, N-MNIST and DVS Gesture fixtures, each in its original layout."""
+    from tests.tasks.test_events import make_gesture, make_nmnist, make_shd
+
+    root = tmp_path_factory.mktemp("events")
+    return {"shd": str(make_shd(root / "shd", 16, "zip")),
+            "nmnist": str(make_nmnist(root / "nmnist", 12, zipped=True)),
+            "dvsgesture": str(make_gesture(root / "dvs", 12, tar=True))}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", EVENTS)
+def test_event_recipe_trains_end_to_end_on_its_fixture(name, event_files, tmp_path):
+    assert len(EVENTS) == 5
+    cfg = get_recipe(name).config()
+    overrides = {
+        "data.root": event_files[cfg.data.name],
+        "data.cache_dir": str(tmp_path / "cache"),
+        "data.batch_size": 8,
+        "es.population": 4,
+        "trainer.epochs": 1,
+        "trainer.steps_per_epoch": 2,
+        "trainer.progress": False,
+    }
+    summary = api.run(name, overrides, None, tmp_path / "run", quiet=True)
+    assert summary["iterations"] == 2 and math.isfinite(summary["test_loss"])
+    assert (tmp_path / "run" / "checkpoint.pt").exists()

@@ -25,9 +25,11 @@ import yaml
 # tests/test_config.py holds each equal to the keys of the registry that implements it.
 
 # data, encoder, env: tasks/ (readers.DATASET_READERS, datasets.AUGMENTATIONS, ENCODERS, ENVS)
-DatasetName = Literal["digits", "mnist1d", "mnist", "fashion", "cifar10"]
+DatasetName = Literal[
+    "digits", "mnist1d", "mnist", "fashion", "cifar10", "shd", "nmnist", "dvsgesture"
+]
 Augmentation = Literal["none", "flip", "flip-crop"]
-EncoderKind = Literal["repeat", "rate", "deterministic", "latency", "sequence"]
+EncoderKind = Literal["repeat", "rate", "deterministic", "latency", "sequence", "events"]
 EnvName = Literal["chemotaxis", "foraging", "cartpole", "acrobot"]
 # model, policy: nn/ (models.ARCHS, OUTPUT_LAYERS; layers.POOLS, NORMS, INITS; policies.*)
 Arch = Literal["mlp", "conv", "rsnn", "cnn"]
@@ -84,7 +86,9 @@ class DataConfig:
     """Which dataset, which subset, how it is batched."""
 
     name: DatasetName = doc("digits", "dataset")
-    root: str = doc("", "folder or tarball with the dataset files (mnist, fashion, cifar10)")
+    root: str = doc(
+        "", "folder or tarball with the dataset files (mnist, fashion, cifar10, shd, nmnist, ...)"
+    )
     source: str = doc("auto", "cifar10 source: auto | pickle | folder | hf")
     n_train: int = doc(0, "class-balanced training subset size (0 = the whole split)")
     n_test: int = doc(0, "class-balanced test subset size (0 = the whole split)")
@@ -94,6 +98,13 @@ class DataConfig:
     normalize: bool = doc(False, "standardise inputs per channel with training-set statistics")
     augment: Augmentation = doc("none", "training augmentation for images")
     cache_dir: str = doc("", "cache for decoded arrays ('' = $SPIKEOPT_CACHE or ~/.cache/spikeopt)")
+    window: float = doc(
+        0.0, "events: ms of each recording binned into encoder.steps frames (0 = the dataset's)"
+    )
+    downsample: int = doc(0, "events: camera pixels per frame pixel (0 = the dataset's: gesture 4)")
+    time_axis: int | None = doc(
+        None, "encoder.kind=events on your own arrays: the axis of a sample that is time (0, -1)"
+    )
 
 
 @dataclass
@@ -500,6 +511,8 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "data.batch_size": (_at_least(1), ">= 1"),
     "data.eval_batch_size": (_at_least(1), ">= 1"),
     "encoder.steps": (_at_least(1), ">= 1"),
+    "data.window": (_finite_at_least_0, ">= 0 ms (0 = the dataset's window)"),
+    "data.downsample": (_at_least(0), ">= 0 (0 = the dataset's factor)"),
     "encoder.window": (_at_least(1), ">= 1"),
     "encoder.hold": (_at_least(1), ">= 1"),
     "encoder.gain": (_finite_positive, "a finite number > 0"),

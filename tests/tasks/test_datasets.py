@@ -272,7 +272,7 @@ def test_hf_unreachable_hub_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_bad_names_and_missing_roots(tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="valid: digits, mnist1d, mnist, fashion, cifar10"):
+    with pytest.raises(DataError, match="valid: digits, mnist1d, mnist, fashion, cifar10, shd"):
         load(name="imagenet")
     with pytest.raises(
         DataError, match=r"data\.root=/path/to/cifar10-jpg\.tar\.gz.*data\.source=hf"
@@ -280,7 +280,16 @@ def test_bad_names_and_missing_roots(tmp_path: Path) -> None:
         load(name="cifar10")
     with pytest.raises(DataError, match="valid: auto, pickle, folder, hf"):
         load(name="cifar10", root=str(tmp_path), source="web")
-    assert DATASETS == ("digits", "mnist1d", "mnist", "fashion", "cifar10")
+    assert DATASETS == (
+        "digits",
+        "mnist1d",
+        "mnist",
+        "fashion",
+        "cifar10",
+        "shd",
+        "nmnist",
+        "dvsgesture",
+    )
 
 
 # ---------------------------------------------------------------- digits, mnist1d

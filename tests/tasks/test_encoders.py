@@ -11,6 +11,7 @@ from spikeopt.tasks.encoders import (
     make_encoder,
     rate,
     repeat,
+    step_shape,
 )
 
 
@@ -48,7 +49,15 @@ def test_every_encoder_gives_batch_time_first(kind):
     enc = make_encoder(EncoderConfig(kind=kind, steps=6))
     x = torch.rand(3, 5)
     out = enc(x, torch.Generator().manual_seed(0))
-    assert out.shape[:2] == ((3, 5) if kind == "sequence" else (3, 6))
+    assert out.shape[:2] == ((3, 5) if kind in ("sequence", "events") else (3, 6))
+
+
+def test_events_passes_frames_through_scaled_and_a_step_is_one_frame():
+    x = torch.rand(2, 4, 3, 5)  # (B, T, C, L) frames
+    assert make_encoder(EncoderConfig(kind="events", steps=4))(x, None) is x
+    scaled = make_encoder(EncoderConfig(kind="events", gain=2.0))(x, None)
+    assert torch.equal(scaled, 2 * x)
+    assert step_shape(EncoderConfig(kind="events"), (4, 3, 5)) == (3, 5)
 
 
 def test_bad_encoder_settings():

@@ -25,14 +25,25 @@ from tests.tasks.test_datasets import make_pickles
 
 
 def test_registry_lists_the_expected_formats() -> None:
-    assert sorted(READERS) == ["digits", "folder", "hf", "idx", "mnist1d", "pickle"]
+    assert sorted(READERS) == [
+        "digits",
+        "dvsgesture",
+        "folder",
+        "hf",
+        "idx",
+        "mnist1d",
+        "nmnist",
+        "pickle",
+        "shd",
+    ]
     assert tuple(DATASET_READERS) == DATASETS
     for choice in DATASET_READERS.values():
         assert set(choice.readers) <= set(READERS)  # every dataset resolves to registered readers
     assert DATASET_READERS["cifar10"].sources == ("auto", "pickle", "folder", "hf")
     assert DATASET_READERS["fashion"].readers == DATASET_READERS["mnist"].readers == ("idx",)
-    # only the image reader decodes a subset alone; the others are subset after reading
-    assert [n for n, r in READERS.items() if isinstance(r, SubsetReader)] == ["folder"]
+    # the image and event readers decode a subset alone; the others are subset after reading
+    subset = [n for n, r in READERS.items() if isinstance(r, SubsetReader)]
+    assert subset == ["folder", "shd", "nmnist", "dvsgesture"]
 
 
 def _no_package(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -144,7 +144,7 @@ def backprop_sanity(cfg: Config, epochs: int = 3) -> Finding:
                       "trainer.progress": False, "early_stop.mode": "none"})  # fmt: skip
     rows: list[Row] = []
     summary = train(ref, quiet=True, callbacks=[rows.append])
-    chance = 1.0 / load_dataset(cfg.data).n_classes
+    chance = 1.0 / load_dataset(cfg.data, cfg.encoder.steps).n_classes
     acc = float(summary["test_acc"])
     ok = acc > 2 * chance
     verdict = (

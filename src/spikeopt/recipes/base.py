@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from spikeopt.config import Config, apply
 
-Application = Literal["image", "sequence", "control", "check"]
-APPLICATIONS: tuple[Application, ...] = ("image", "sequence", "control", "check")
+Application = Literal["image", "sequence", "events", "control", "check"]
+APPLICATIONS: tuple[Application, ...] = ("image", "sequence", "events", "control", "check")
 
 
 @dataclass(frozen=True)

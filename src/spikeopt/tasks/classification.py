@@ -28,8 +28,14 @@ from spikeopt.nn.quant import apply_hw
 from spikeopt.population import Source, chunk_size, evaluate_samples
 from spikeopt.population import evaluate as population_fitness
 from spikeopt.tasks.base import Batch, ModelFn, Row, Step, call_factory, check_model
-from spikeopt.tasks.datasets import Dataset, as_signal, augment, load_dataset
-from spikeopt.tasks.encoders import make_encoder, step_shape
+from spikeopt.tasks.datasets import (
+    EVENT_DATASETS,
+    Dataset,
+    as_signal,
+    augment,
+    load_dataset,
+)
+from spikeopt.tasks.encoders import as_frames, make_encoder, step_shape
 from spikeopt.tasks.energy import energy_keys
 from spikeopt.tasks.metrics import evaluate
 
@@ -125,7 +131,18 @@ class ClassificationTask:
                 f"encoder.kind={cfg.encoder.kind} reads inputs as probabilities in [0, 1]; "
                 "set data.normalize=false (or use encoder.kind=repeat)"
             )
-        data = data_fn(cfg) if data_fn else load_dataset(cfg.data)
+        events = cfg.encoder.kind == "events"
+        if cfg.data.name in EVENT_DATASETS and not events and not data_fn:
+            raise C.ConfigError(
+                f"data.name={cfg.data.name} holds event recordings, binned into encoder.steps "
+                "frames: set encoder.kind=events"
+            )
+        data = data_fn(cfg) if data_fn else load_dataset(cfg.data, cfg.encoder.steps)
+        if events:  # time is an axis of the data: said, never guessed (issue 16)
+            data = as_frames(data, cfg.data.time_axis)
+        elif data.frames:
+            raise C.ConfigError(f"data.name={cfg.data.name} is binned event frames (T, ...): "
+                                "set encoder.kind=events")  # fmt: skip
         if cfg.encoder.kind == "sequence" and not data.sequence:
             raise C.ConfigError(
                 f"encoder.kind=sequence reads each sample as a time series, but data.name="

@@ -31,14 +31,18 @@ from spikeopt.tasks.readers import (
     SPLITS,
     Arrays,
     DataError,
+    EventReader,
     Reader,
     SubsetReader,
 )
 
-__all__ = ["AUGMENTATIONS", "CACHE_VERSION", "DATASETS", "DataError", "Dataset", "as_signal",
+__all__ = ["AUGMENTATIONS", "CACHE_VERSION", "DATASETS", "EVENT_DATASETS", "DataError", "Dataset",
+           "as_signal",
            "augment", "cache_dir", "load_dataset", "standardize", "subset_indices"]  # fmt: skip
 
-DATASETS: tuple[str, ...] = tuple(DATASET_READERS)  # digits, mnist1d, mnist, fashion, cifar10
+DATASETS: tuple[str, ...] = tuple(DATASET_READERS)  # digits, mnist1d, ..., cifar10, shd, ...
+EVENT_DATASETS = tuple(n for n, c in DATASET_READERS.items()
+                       if isinstance(READERS[c.readers[0]], EventReader))  # fmt: skip
 CIFAR_SOURCES = DATASET_READERS["cifar10"].sources  # auto, pickle, folder, hf
 AUGMENTATIONS = ("none", "flip", "flip-crop")
 CACHE_VERSION = 1  # bump when a reader's output changes, so old cache entries are never used
@@ -49,12 +53,13 @@ class Dataset:
     """Train and test tensors of one classification dataset."""
 
     name: str
-    x_train: torch.Tensor  # float32, (N, C, H, W) images or (N, L) sequences
+    x_train: torch.Tensor  # float32, (N, C, H, W) images, (N, L) sequences or (N, T, ...) frames
     y_train: torch.Tensor  # int64 class indices
     x_test: torch.Tensor
     y_test: torch.Tensor
     n_classes: int
     sequence: bool  # True when the last axis of a sample is time (MNIST-1D)
+    frames: bool = False  # True when the first axis of a sample is time (binned event frames)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -69,13 +74,14 @@ def as_signal(data: Dataset) -> Dataset:
     )
 
 
-def load_dataset(cfg: DataConfig) -> Dataset:
-    """Load ``cfg.name`` as float32 tensors, subset and normalised as ``cfg`` asks."""
+def load_dataset(cfg: DataConfig, steps: int = 0) -> Dataset:
+    """Load ``cfg.name`` as float32 tensors, subset and normalised as ``cfg`` asks; event
+    recordings binned into ``steps`` frames (``encoder.steps``)."""
     try:
         check_choices(cfg)
     except ConfigError as err:  # a dataset that cannot be named fails like one not found
         raise DataError(str(err)) from None
-    arrays = _read(cfg)
+    arrays = _read(cfg, steps)
     for split in SPLITS:
         if len(arrays[f"x_{split}"]) == 0:
             where = f" at {cfg.root}" if cfg.root else ""
@@ -98,15 +104,18 @@ def load_dataset(cfg: DataConfig) -> Dataset:
         y_test=torch.from_numpy(arrays["y_test"].astype(np.int64)),
         n_classes=len(arrays["classes"]),
         sequence=cfg.name == "mnist1d",
+        frames=cfg.name in EVENT_DATASETS,
     )
 
 
 # ---------------------------------------------------------------- locating and reading
 
 
-def _read(cfg: DataConfig) -> Arrays:
+def _read(cfg: DataConfig, steps: int) -> Arrays:
     """Decoded arrays for ``cfg``, from the cache when the reader's input is unchanged."""
     reader, root = _reader(cfg)
+    if isinstance(reader, EventReader):  # the binning is part of what it reads (and caches)
+        reader = reader.configured(steps, cfg.window, cfg.downsample)
     ident = reader.identity(root)
     key = [cfg.name, *ident.key]
     full = cache_path(cfg, key, ident.files)

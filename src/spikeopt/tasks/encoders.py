@@ -2,18 +2,21 @@
 
 ``repeat`` returns an ``expand``-ed view whose time axis has stride 0; layers see that and
 compute their input current once instead of T times (see ``spikeopt.nn.layers.is_static``).
+``events`` passes binned event frames through: their time axis is the data's own.
 ``rate`` samples Bernoulli spikes from an explicit ``torch.Generator``, so a run (and every
 member of an ES population, which shares one draw) is reproducible from its seed.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from spikeopt.config import ConfigError, EncoderConfig, check_choices
+from spikeopt.tasks.datasets import Dataset
 
 
 def repeat(x: Tensor, steps: int) -> Tensor:
@@ -61,7 +64,29 @@ def sequence(x: Tensor, window: int = 1, hold: int = 1) -> Tensor:
     return x.repeat_interleave(hold, dim=1) if hold > 1 else x
 
 
-ENCODERS: tuple[str, ...] = ("repeat", "rate", "deterministic", "latency", "sequence")
+def events(x: Tensor, gain: float = 1.0) -> Tensor:
+    """Binned event frames (B, T, ...) as they are, scaled by ``gain``: the data holds time."""
+    return gain * x if gain != 1.0 else x
+
+
+def as_frames(data: Dataset, time_axis: int | None) -> Dataset:
+    """Samples whose axis ``time_axis`` is time, as frames (T, ...) with time first; arrays
+    that are frames already pass (only time_axis=0, or None, is consistent with them)."""
+    if data.frames and time_axis in (None, 0):
+        return data
+    ndim = data.x_train.ndim - 1
+    if data.frames or time_axis is None or not -ndim <= time_axis < ndim:
+        axis = "frames (T, ...): omit data.time_axis" if data.frames else (
+            f"(shape {tuple(data.input_shape)}): set data.time_axis=0 for (T, ...) samples or "
+            "data.time_axis=-1 for (..., T); it is never guessed")  # fmt: skip
+        raise ConfigError(f"encoder.kind=events needs to know which axis of a sample is time; "
+                          f"data.time_axis={time_axis} for {data.name}'s {axis}")  # fmt: skip
+    move = time_axis % ndim + 1
+    return dataclasses.replace(data, x_train=data.x_train.movedim(move, 1),
+                               x_test=data.x_test.movedim(move, 1), frames=True)  # fmt: skip
+
+
+ENCODERS: tuple[str, ...] = ("repeat", "rate", "deterministic", "latency", "sequence", "events")
 
 Encoder = Callable[[Tensor, "torch.Generator | None"], Tensor]
 
@@ -87,6 +112,8 @@ def make_encoder(cfg: EncoderConfig) -> Encoder:
             return deterministic_rate(x, steps, gain)
         if kind == "latency":
             return latency(x, steps, gain)
+        if kind == "events":
+            return events(x, gain)
         return sequence(x, cfg.window, cfg.hold)
 
     return encode
@@ -97,4 +124,6 @@ def step_shape(cfg: EncoderConfig, sample_shape: tuple[int, ...]) -> tuple[int, 
     if cfg.kind == "sequence":
         channels = 1 if len(sample_shape) == 1 else sample_shape[-1]
         return (channels * cfg.window,)
+    if cfg.kind == "events":  # frames (T, ...): a step is one frame
+        return tuple(sample_shape[1:])
     return tuple(sample_shape)

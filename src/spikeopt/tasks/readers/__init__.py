@@ -23,13 +23,18 @@ from spikeopt.tasks.readers.base import (
     open_tar,
 )
 from spikeopt.tasks.readers.cifar_pickle import PICKLE_BATCHES, CifarPickleReader, pickle_dir
+from spikeopt.tasks.readers.dvsgesture import GESTURE_HINT, DvsGestureReader
+from spikeopt.tasks.readers.events import EventReader
 from spikeopt.tasks.readers.generated import DigitsReader, Mnist1dReader
 from spikeopt.tasks.readers.hf import HfCifar10Reader
 from spikeopt.tasks.readers.idx import IDX_HINT, IdxReader
 from spikeopt.tasks.readers.images import IMAGE_EXTS, ImageFolderReader
+from spikeopt.tasks.readers.nmnist import NMNIST_HINT, NmnistReader
+from spikeopt.tasks.readers.shd import SHD_HINT, ShdReader
 
 __all__ = ["DATASET_READERS", "READERS", "SPLITS", "Arrays", "DataError", "DatasetReaders",
-           "Identity", "Pick", "Reader", "SubsetReader", "detect_cifar_source"]  # fmt: skip
+           "EventReader", "Identity", "Pick", "Reader", "SubsetReader",
+           "detect_cifar_source"]  # fmt: skip
 
 # format -> its reader; the cifar10 names double as the data.source values that choose them
 READERS: dict[str, Reader] = {
@@ -39,6 +44,10 @@ READERS: dict[str, Reader] = {
     "pickle": CifarPickleReader(),
     "folder": ImageFolderReader(),
     "hf": HfCifar10Reader(),
+    # event recordings, binned into frames (readers/events.py; the loader sets the binning)
+    "shd": ShdReader(),
+    "nmnist": NmnistReader(),
+    "dvsgesture": DvsGestureReader(),
 }
 
 CIFAR_HINT = (
@@ -83,4 +92,7 @@ DATASET_READERS: dict[str, DatasetReaders] = {
     "mnist": DatasetReaders(("idx",), IDX_HINT),
     "fashion": DatasetReaders(("idx",), IDX_HINT),
     "cifar10": DatasetReaders(("pickle", "folder", "hf"), CIFAR_HINT, detect_cifar_source),
+    "shd": DatasetReaders(("shd",), SHD_HINT),
+    "nmnist": DatasetReaders(("nmnist",), NMNIST_HINT),
+    "dvsgesture": DatasetReaders(("dvsgesture",), GESTURE_HINT),
 }
