@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from spikeopt.recipes.base import Recipe
-from spikeopt.recipes.common import ES
+from spikeopt.recipes.common import NODEPERT
 
 # SHD: 100 bins of 10 ms over the first second; fast recurrent LIF (tau 2 bins = 20 ms),
 # slow leaky-integrator readout scored at its maximum over time (Zenke & Vogels 2021), and
@@ -57,15 +57,12 @@ RECIPES: list[Recipe] = [
     Recipe(
         "shd-es",
         "events",
-        "recurrent LIF 128 on SHD (100 x 10 ms bins), LI readout, low-rank ES (not measured)",
+        "recurrent LIF 128 on SHD (100 x 10 ms bins), LI readout, node perturbation (not measured)",
         {
             **SHD,
-            **ES,
+            **NODEPERT,  # the best zeroth-order estimator here (issue 12); it credits V s[t-1]
             "loss.name": "ce_max",
             "model.hidden": [128],
-            "es.population": 64,
-            "es.sigma": 0.05,
-            "optim.lr": 1e-2,
             "data.batch_size": 64,
             "trainer.steps_per_epoch": 200,
             "trainer.epochs": 20,
@@ -91,15 +88,12 @@ RECIPES: list[Recipe] = [
     Recipe(
         "nmnist-es",
         "events",
-        "LIF 128 on N-MNIST frames (10 x 30 ms bins), LI readout, low-rank ES (not measured)",
+        "LIF 128 on N-MNIST frames (10 x 30 ms bins), LI readout, node perturbation (not measured)",
         {
             **NMNIST,
-            **ES,
+            **NODEPERT,
             "model.arch": "mlp",
             "model.hidden": [128],
-            "es.population": 64,
-            "es.sigma": 0.05,
-            "optim.lr": 1e-2,
             "data.batch_size": 64,
             "trainer.steps_per_epoch": 500,
             "trainer.epochs": 20,
