@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from spikeopt.config import ConfigError, HWConfig, LossConfig, check_choices
 from spikeopt.functional.readout import Loss, cross_entropy, cross_entropy_samples
-from spikeopt.nn.hw import magnitude_excess, topology, weight_layers
+from spikeopt.nn.hw import effective, magnitude_excess, topology, weight_layers
 
 ARGS: tuple[str, ...] = ("spikes", "mems", "y", "scores", "k", "params", "weights")
 TermFn = Callable[..., Tensor]
@@ -208,7 +208,7 @@ class Composite(Loss):
     def _avail(self, spikes: Any, mems: Any, y: Tensor, scores: Tensor) -> dict[str, Any]:
         members = _MEMBERS.get()
         own = members is None
-        weights = [m.weight.unsqueeze(0) for m in self.layers] if own else members
+        weights = [effective(m).unsqueeze(0) for m in self.layers] if own else members
         return {"spikes": spikes, "mems": mems, "y": y, "scores": scores, "own": own,
                 "k": self.neurons_per_class, "params": self.params, "weights": weights}  # fmt: skip
 

@@ -66,6 +66,8 @@ def _spread(u: Tensor, shape: torch.Size, block: int, lead: int) -> Tensor:
 class SignAnneal(nn.Module):
     """``w = |v| * tanh(alpha * u_block)``; ``alpha`` is a buffer the loop anneals."""
 
+    alpha: Tensor
+
     def __init__(self, block: int, alpha: float) -> None:
         super().__init__()
         self.block = block
@@ -92,6 +94,8 @@ class SignAnneal(nn.Module):
 
 class Dale(nn.Module):
     """``w[:, i] = d[i] * |v[:, i]|`` with a fixed sign ``d`` per presynaptic neuron."""
+
+    sign: Tensor
 
     def __init__(self, w: Tensor) -> None:
         super().__init__()
@@ -132,7 +136,7 @@ def constrain_model(model: nn.Module, hw: HWConfig) -> nn.Module:
             anneal = SignAnneal(hw.sign_block, hw.sign_alpha_start)
             parametrize.register_parametrization(m, "weight", anneal)
         elif hw.dale:
-            parametrize.register_parametrization(m, "weight", Dale(m.weight.detach()))
+            parametrize.register_parametrization(m, "weight", Dale(effective(m).detach()))
     return model
 
 

@@ -26,7 +26,7 @@ from typing import Any
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from spikeopt.nn.hw import weight_layers
+from spikeopt.nn.hw import effective, weight_layers
 from spikeopt.nn.quant import Quantizer, quantize
 from spikeopt.population.noise import ChunkNoise, Eps
 
@@ -63,7 +63,7 @@ def chunk_weights(model: nn.Module, chunk: ChunkNoise) -> list[Tensor]:
         if parametrize.is_parametrized(m, "weight"):
             out.append(form(m, [chunk.weights(o) for o in originals(m)]))
         else:
-            out.append(chunk.weights(m.weight))
+            out.append(chunk.weights(effective(m)))
     return out
 
 
