@@ -234,7 +234,10 @@ def test_bad_hw_keys_exit_2_and_write_nothing(override, message, tmp_path):
         ({"hw.sign_alpha_start": math.inf}, "hw.sign_alpha_start=inf is out of range"),
         ({"hw.magnitude_limit": -1}, "hw.magnitude_limit=-1.0 is out of range"),
         ({"hw.sign_anneel": True}, "unknown config key 'hw.sign_anneel'"),
-        ({"es.workers": 2, "method.name": "es"}, "es.workers=2: a parametrised model"),
+        (
+            {"es.workers": 2, "method.name": "es"},
+            "hw.sign_anneal with es.workers=2: a parametrised model",
+        ),
     ],
 )
 def test_bad_values_are_refused_before_anything_is_written(override, message, tmp_path):

@@ -162,20 +162,17 @@ def sign_topology(block: int) -> TermFn:
     return term
 
 
-# the terms whose parameters are hw.* keys (a chip's limits)
-HW_TERMS: dict[str, Callable[[HWConfig], TermFn]] = {
-    "magnitude": lambda h: magnitude(h.magnitude_limit),
-    "topology": lambda h: sign_topology(h.sign_block),
+# name -> builder from the loss and hw configs (a term's parameters are loss.<name>_* keys;
+# the weight terms' are hw.* keys, a chip's limits)
+TERMS: dict[str, Callable[[LossConfig, HWConfig], TermFn]] = {
+    "ce": lambda c, h: ce(),
+    "mse": lambda c, h: population_mse(c.mse_on, c.mse_off),
+    "rate": lambda c, h: rate_target(c.rate_targets or [c.rate_target]),
+    "wlimit": lambda c, h: weight_limit(c.wlimit),
+    "magnitude": lambda c, h: magnitude(h.magnitude_limit),
+    "topology": lambda c, h: sign_topology(h.sign_block),
 }
-WEIGHT_TERMS = tuple(HW_TERMS)  # a population method must score these per member
-
-# name -> builder from the loss config (the term's parameters are loss.<name>_* keys)
-TERMS: dict[str, Callable[[LossConfig], TermFn]] = {
-    "ce": lambda c: ce(),
-    "mse": lambda c: population_mse(c.mse_on, c.mse_off),
-    "rate": lambda c: rate_target(c.rate_targets or [c.rate_target]),
-    "wlimit": lambda c: weight_limit(c.wlimit),
-}
+WEIGHT_TERMS = ("magnitude", "topology")  # read the run weights: scored per member
 # the terms that are a mean over samples, per sample (the others are batch-level)
 SAMPLE_TERMS: dict[str, Callable[[LossConfig], TermFn]] = {
     "ce": lambda c: ce_samples,
@@ -260,9 +257,8 @@ def make_composite(
     for name in cfg.terms:
         weight = float(getattr(cfg, f"{name}_weight"))
         samples = SAMPLE_TERMS[name](cfg) if name in SAMPLE_TERMS else None
-        fn = HW_TERMS[name](hw) if name in HW_TERMS else TERMS[name](cfg)
-        terms.append(Term(name, fn, weight, samples))
-    if model is None and any(n in HW_TERMS for n in cfg.terms):
+        terms.append(Term(name, TERMS[name](cfg, hw), weight, samples))
+    if model is None and any(n in WEIGHT_TERMS for n in cfg.terms):
         raise ConfigError("the magnitude and topology terms need the model's weights: build "
                           "the loss with make_loss(cfg, k, model)")  # fmt: skip
     params = tuple(model.parameters()) if model is not None else ()

@@ -128,10 +128,13 @@ def apply_hw(model: nn.Module, cfg: Config) -> nn.Module:
     constrain_model(model, cfg.hw)  # first: the quantiser rounds the sign-constrained weight
     quantize_model(model, cfg.hw)
     if constrained(model) and cfg.es.workers != 0:
+        hw = cfg.hw
+        keys = {"hw.weight_bits": hw.weight_bits or hw.layer_bits, "hw.sign_anneal": hw.sign_anneal}
+        on = [k for k, v in {**keys, "hw.dale": hw.dale}.items() if v]
         raise ConfigError(
-            f"hw.weight_bits, hw.sign_anneal or hw.dale with es.workers={cfg.es.workers}: a "
-            "parametrised model cannot be shipped to Ray actors (torch pickles it only as a "
-            "state_dict); set es.workers=0"
+            f"{' and '.join(on)} with es.workers={cfg.es.workers}: a parametrised model "
+            "cannot be shipped to Ray actors (torch pickles it only as a state_dict); "
+            "set es.workers=0"
         )
     return model
 
