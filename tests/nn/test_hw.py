@@ -126,26 +126,49 @@ def test_dale_signs_are_kept_through_training_steps():
         {"hw.sign_anneal": True, "hw.sign_block": 8},
         {"hw.sign_anneal": True, "hw.sign_block": 8, "hw.weight_bits": 4},
         {"hw.dale": True},
+        # unconstrained, weights above the limit: the terms differ member by member
+        {"hw.magnitude_limit": 0.05, "loss.magnitude_weight": 100.0},
     ],
 )
 def test_batched_members_run_their_own_constrained_weights(hw):
-    # the batched fitness equals each member's originals run through the parametrised model
+    # the batched fitness equals each member's originals run through the parametrised model,
+    # and the weight terms score each member's own weights (part of its fitness)
     model, cfg = _model("mlp", hw, terms=("ce", "magnitude", "topology"))
     set_sign_alpha(model, 3.0)
     loss = make_loss(cfg.loss, 1, model, cfg.hw)
     batch = _batch()
     pert = Perturbation(6, 0.1, 1, "lowrank", seed=5)
     fast = evaluate(model, pert, batch, loss, chunk=4)
-    one = []
+    one, mixed = [], []
     for i in range(6):
         member = materialize(model, pert, i)
         with torch.no_grad():
             spikes, mems = functional_call(model, member, (batch[0],))
+            mixed.append(-float(loss(spikes, mems, batch[1])[0]))  # the centre's weights
             saved = {n: p.detach().clone() for n, p in model.named_parameters()}
             model.load_state_dict({**model.state_dict(), **member})
             one.append(-float(loss(spikes, mems, batch[1])[0]))  # the terms read this member
             model.load_state_dict({**model.state_dict(), **saved})
     torch.testing.assert_close(fast, torch.tensor(one, dtype=torch.float64), atol=1e-5, rtol=0)
+    if "hw.magnitude_limit" in hw:  # members' outputs scored with the centre's weight terms
+        assert not torch.allclose(fast, torch.tensor(mixed, dtype=torch.float64), atol=1e-4)
+
+
+def test_hw_keys_bind_in_a_tune_search_space():
+    from spikeopt import tune
+    from spikeopt.tune import space
+
+    spec = {
+        "hw.sign_alpha_end": {"loguniform": [10, 100]},
+        "hw.sign_block": {"choice": [8, 16, 0]},
+        "hw.dale": {"choice": [False]},
+        "hw.magnitude_limit": {"uniform": [0.5, 2.0]},
+        "loss.topology_weight": {"uniform": [0.0, 1.0]},
+    }
+    s = tune.Search("digits-sign").bind_all(space.parse(spec))
+    assert sorted(s.space) == sorted(spec)
+    with pytest.raises(ConfigError, match="did you mean hw.sign_block"):
+        tune.Search("digits-sign").bind_all(space.parse({"hw.sign_blok": {"choice": [8]}}))
 
 
 _SMALL = {
