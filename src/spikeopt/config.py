@@ -43,7 +43,7 @@ ObsEncoding = Literal["raw", "signed"]
 ResetMode = Literal["subtract", "zero"]
 SurrogateName = Literal["sigmoid", "fast_sigmoid", "arctan", "boxcar", "triangle"]
 LossName = Literal["ce_count", "mse_count", "ce_mean", "ce_max", "ce_final"]
-LossTerm = Literal["ce", "mse", "rate", "wlimit"]
+LossTerm = Literal["ce", "mse", "rate", "wlimit", "magnitude", "topology"]
 # es: population/ (noise.MODES, SHAPINGS, vmap.RANDOMNESS) and methods/ (strategy, cma_es)
 PerturbationMode = Literal["lowrank", "full"]
 ShapingName = Literal["centered_rank", "nes_utility", "zscore", "raw"]
@@ -352,6 +352,8 @@ class LossConfig:
     rate_targets: list[float] = doc([], "composite: rate per hidden layer ([] = rate_target)")
     wlimit_weight: float = doc(1.0, "composite: weight of the weight-magnitude term")
     wlimit: float = doc(1.0, "composite: weights with |w| above this are penalised")
+    magnitude_weight: float = doc(1.0, "composite: weight of the run-weight magnitude term")
+    topology_weight: float = doc(1.0, "composite: weight (lam) of the sign-topology term")
 
 
 @dataclass
@@ -364,7 +366,7 @@ class MetricConfig:
 
 @dataclass
 class HWConfig:
-    """Hardware constraints: weights quantised in the forward pass (docs/hardware.md)."""
+    """Hardware constraints: quantised weights and sign constraints (docs/hardware.md)."""
 
     weight_bits: int | None = doc(
         None, "bits per weight, symmetric uniform with a max-|w| scale (2..8; null = float)"
@@ -373,6 +375,17 @@ class HWConfig:
         [], "bits per weight layer in model order, over weight_bits ([] = all alike; 0 = float)"
     )
     per_channel: bool = doc(False, "one scale per output channel instead of one per weight tensor")
+    sign_anneal: bool = doc(
+        False, "w = |v| tanh(alpha u_block): one sign per row block, hardened over training"
+    )
+    sign_block: int = doc(16, "entries per row block (one row's consecutive inputs; 0 = row)")
+    sign_alpha_start: float = doc(1.0, "sign annealing: alpha at epoch 0 (nwave.alpha_start)")
+    sign_alpha_end: float = doc(50.0, "sign annealing: alpha at the end (nwave.alpha_end)")
+    sign_total_epochs: int = doc(
+        0, "sign annealing: epochs from start to end alpha (nwave.total_epochs; 0 = all)"
+    )
+    dale: bool = doc(False, "Dale's law: each presynaptic neuron's outgoing weights keep one sign")
+    magnitude_limit: float = doc(1.0, "loss term magnitude: |w| above this is penalised")
 
 
 @dataclass
@@ -543,6 +556,11 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "rl.batch_episodes": (_at_least(1), ">= 1"),
     "hw.weight_bits": (lambda v: v is None or 2 <= v <= 8, "an integer in 2..8, or null (float)"),
     "hw.layer_bits": (_each(lambda v: v == 0 or 2 <= v <= 8), "bits in 2..8, or 0 (float)"),
+    "hw.sign_block": (_at_least(0), ">= 0 (0 = the whole row)"),
+    "hw.sign_alpha_start": (_finite_positive, "a finite number > 0"),
+    "hw.sign_alpha_end": (_finite_positive, "a finite number > 0"),
+    "hw.sign_total_epochs": (_at_least(0), ">= 0 (0 = trainer.epochs)"),
+    "hw.magnitude_limit": (_finite_positive, "a finite number > 0"),
 }
 
 

@@ -33,10 +33,12 @@ __all__ = ["LOSSES", "Loss", "ce_count", "count_scores", "cross_entropy", "cross
            "mse_rate_samples", "rate_penalty"]  # fmt: skip
 
 
-def make_loss(cfg: LossConfig, neurons_per_class: int = 1, model: Any = None) -> Loss:
+def make_loss(
+    cfg: LossConfig, neurons_per_class: int = 1, model: Any = None, hw: Any = None
+) -> Loss:
     """Build the configured loss; the error lists the valid names. With ``loss.terms``, a
     weighted composite (:mod:`spikeopt.functional.composite`; ``model`` feeds its ``params``)."""
     if cfg.terms:
-        return make_composite(cfg, neurons_per_class, model)  # checks loss.* itself
+        return make_composite(cfg, neurons_per_class, model, hw)  # checks loss.* itself
     check_choices(cfg)
     return Loss(cfg.name, neurons_per_class, cfg.rate_reg, cfg.rate_target, cfg.mse_on, cfg.mse_off)

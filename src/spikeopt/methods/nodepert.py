@@ -140,6 +140,13 @@ class NodePert(Strategy):
     def check(self, cfg: Config) -> None:
         """The nodepert.* choices, the population, the weight noise and a per-sample loss."""
         n = cfg.nodepert
+        weight_terms = [t for t in cfg.loss.terms if t in ("magnitude", "topology")]
+        if weight_terms:
+            raise ConfigError(
+                f"method.name=nodepert with loss.terms {', '.join(weight_terms)}: its members "
+                "share the centre's weights, so a weight term is the same for all of them and "
+                "steers nothing; use method.name=surrogate, es, snes, cma, hybrid or guided-es"
+            )
         check_choices(n)
         if not (math.isfinite(n.sigma) and n.sigma > 0):
             raise ConfigError(f"nodepert.sigma must be a finite number > 0, got {n.sigma}")

@@ -34,6 +34,7 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from spikeopt.config import Config, ConfigError, HWConfig
+from spikeopt.nn.hw import constrain_model, constrained
 
 BITS = range(2, 9)  # hw.weight_bits / hw.layer_bits: what the quantiser accepts (0 = float)
 
@@ -109,18 +110,29 @@ def quantize_model(model: nn.Module, hw: HWConfig) -> nn.Module:
         levels(hw.weight_bits)
     layers = weight_layers(model)
     for (_, module), bits in zip(layers, layer_bits(hw, len(layers))):
-        if bits and not parametrize.is_parametrized(module, "weight"):
+        if bits and not any(isinstance(p, Quantizer) for p in _chain(module)):
             parametrize.register_parametrization(module, "weight", Quantizer(bits, hw.per_channel))
     return model
 
 
+def _chain(module: nn.Module) -> list[nn.Module]:
+    """The parametrisations of ``module.weight`` ([] when it has none)."""
+    if not parametrize.is_parametrized(module, "weight"):
+        return []
+    return list(module.parametrizations["weight"])  # type: ignore[index, arg-type]
+
+
 def apply_hw(model: nn.Module, cfg: Config) -> nn.Module:
-    """``model`` with the ``hw.*`` quantisation of ``cfg`` (what every task calls once its
-    model is initialised); refuses what cannot run it."""
+    """``model`` with the ``hw.*`` sign constraints and quantisation of ``cfg`` (what every
+    task calls once its model is initialised); refuses what cannot run it."""
+    constrain_model(model, cfg.hw)  # first: the quantiser rounds the sign-constrained weight
     quantize_model(model, cfg.hw)
-    if quantised(model) and cfg.es.workers != 0:
+    if constrained(model) and cfg.es.workers != 0:
+        hw = cfg.hw
+        keys = {"hw.weight_bits": hw.weight_bits or hw.layer_bits, "hw.sign_anneal": hw.sign_anneal}
+        on = [k for k, v in {**keys, "hw.dale": hw.dale}.items() if v]
         raise ConfigError(
-            f"hw.weight_bits with es.workers={cfg.es.workers}: a quantised (parametrised) model "
+            f"{' and '.join(on)} with es.workers={cfg.es.workers}: a parametrised model "
             "cannot be shipped to Ray actors (torch pickles it only as a state_dict); "
             "set es.workers=0"
         )
@@ -142,7 +154,7 @@ def quantizers(model: nn.Module) -> list[Quantised]:
         if parametrize.is_parametrized(m, "weight"):
             plist: Any = m.parametrizations["weight"]  # type: ignore[index]
             for p in plist:
-                if isinstance(p, Quantizer):
+                if isinstance(p, Quantizer) and hasattr(plist, "original"):
                     out.append(Quantised(m, p, plist.original))
     return out
 

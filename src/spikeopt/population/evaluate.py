@@ -17,10 +17,11 @@ import torch
 from torch import Tensor, nn
 
 from spikeopt.config import ConfigError
+from spikeopt.functional.composite import WEIGHT_TERMS, member_weights
 from spikeopt.population.layers import Context, snn_forward, supports
 from spikeopt.population.node import NodeNoise, NodePerturbation
 from spikeopt.population.noise import Noise, Offsets, Perturbation, perturbed
-from spikeopt.population.quant import quantised_members
+from spikeopt.population.quant import chunk_weights, quantised_members
 from spikeopt.population.vmap import VmapForward
 
 # Any population: seeded weight noise, explicit offsets, or seeded node (current) noise.
@@ -96,7 +97,7 @@ def evaluate(
         losses, _ = loss(spikes, mems, batch[1])
         fitness[m0:m1] = -losses.detach().double().cpu()
 
-    _chunks(model, pert, batch[0], score, chunk, memory_mb, randomness)
+    _chunks(model, pert, batch[0], score, chunk, memory_mb, randomness, _weighted(loss))
     return fitness
 
 
@@ -118,8 +119,13 @@ def evaluate_samples(
         s, r = loss.per_sample(spikes, mems, y)
         samples[m0:m1], shared[m0:m1] = s.double().cpu(), r.double().cpu()
 
-    _chunks(model, pert, x, score, chunk, memory_mb, "same")
+    _chunks(model, pert, x, score, chunk, memory_mb, "same", _weighted(loss))
     return samples, shared
+
+
+def _weighted(loss: Any) -> bool:
+    """True when ``loss`` has a term that reads the run weights (scored per member)."""
+    return any(t.name in WEIGHT_TERMS for t in getattr(loss, "terms", ()))
 
 
 def _chunks(
@@ -130,8 +136,10 @@ def _chunks(
     chunk: int,
     memory_mb: float,
     randomness: str,
+    weighted: bool = False,
 ) -> None:
-    """Run the members chunk by chunk and hand each chunk's outputs to ``score``."""
+    """Run the members chunk by chunk and hand each chunk's outputs to ``score`` (with
+    ``weighted``, while the loss's weight terms read every member's own run weights)."""
     named = perturbed(model)
     noise = members_of(model, pert)
     size = chunk if chunk > 0 else chunk_size(model, x, pert.population, memory_mb)
@@ -149,4 +157,5 @@ def _chunks(
                 spikes, mems = snn_forward(model, x, ctx, keep_hidden=False)  # type: ignore[arg-type]
             else:
                 spikes, mems = vmapped(members)
-            score(m0, m1, spikes, mems)
+            with member_weights(chunk_weights(model, members) if weighted else None):
+                score(m0, m1, spikes, mems)

@@ -45,6 +45,20 @@ _DIGITS_QAT = {
     "hw.weight_bits": 4,
 }
 
+# Sign annealing on digits (docs/hardware.md): the digits-qat network in float, BPTT, every row
+# block of 16 inputs on one sign, alpha 1 -> 50 over the run; method.name=es runs it by ES.
+_DIGITS_SIGN = {
+    **{k: v for k, v in _DIGITS_QAT.items() if not k.startswith(("hw.", "es.", "optim."))},
+    "method.name": "surrogate",
+    "optim.name": "adamw",
+    "optim.lr": 0.002,
+    "optim.weight_decay": 0.1,
+    "hw.sign_anneal": True,
+    "hw.sign_block": 16,
+    "hw.sign_alpha_start": 1.0,
+    "hw.sign_alpha_end": 50.0,
+}
+
 _CIFAR = {"data.name": "cifar10", "data.normalize": True, "encoder.kind": "repeat"}
 
 # The predecessor's CIFAR protocol (subset sizes, repeat input, sigma) on a net ES can move
@@ -147,6 +161,13 @@ RECIPES: list[Recipe] = [
         "LIF MLP on digits with 4-bit weights, trained by ES on the exactly quantised members "
         "(method.name=surrogate: BPTT with a straight-through estimator; docs/hardware.md)",
         _DIGITS_QAT,
+    ),
+    Recipe(
+        "digits-sign",
+        "image",
+        "LIF MLP on digits with sign annealing: one sign per row block of 16 weights, hard by "
+        "the end (BPTT; method.name=es runs it by ES; docs/hardware.md)",
+        _DIGITS_SIGN,
     ),
     Recipe(
         "digits-nodepert",

@@ -174,7 +174,7 @@ class ClassificationTask:
         self.loss: Loss = (
             loss_fn(cfg)
             if loss_fn
-            else make_loss(cfg.loss, cfg.model.neurons_per_class, self.model)
+            else make_loss(cfg.loss, cfg.model.neurons_per_class, self.model, cfg.hw)
         )
         self.objective = ClassificationObjective(self.loss, cfg.es)
         if cfg.trainer.compile:  # evaluation runs the compiled model (training: see build)

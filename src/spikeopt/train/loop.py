@@ -34,6 +34,7 @@ from spikeopt import config as C
 from spikeopt.builders import Builders
 from spikeopt.functional.surrogate import default_alpha, get_surrogate
 from spikeopt.nn import n_params, set_surrogate
+from spikeopt.nn.hw import hw_metrics, set_sign_alpha, sign_alpha_at
 from spikeopt.tasks.base import Row, Step
 from spikeopt.train import outputs as io
 from spikeopt.train.experiment import Experiment, build
@@ -234,6 +235,8 @@ def train(
     for epoch in bar:
         alpha = alpha_at(epoch, task.epochs, cfg.neuron, alpha0)
         set_surrogate(exp.model, get_surrogate(cfg.neuron.surrogate, alpha))
+        if cfg.hw.sign_anneal:  # the row-block signs harden epoch by epoch (spikeopt.nn.hw)
+            set_sign_alpha(exp.model, sign_alpha_at(epoch, cfg.hw, task.epochs))
         steps = _steps(exp, epoch, show, bad, guard)
         if not steps and task.kind != "classification":  # every update undone: no episode row
             if bad.get("stop"):
@@ -245,6 +248,7 @@ def train(
         head["alpha"] = alpha
         new = task.evaluate(epoch, steps, head)
         extra = builders.metrics(exp) if builders is not None and builders.metrics else {}
+        extra.update(hw_metrics(exp.model, cfg.hw, cfg.loss.terms))  # sign_alpha, coherence
         wall = time.perf_counter() - t0
         for row in new:
             row.update(extra)
