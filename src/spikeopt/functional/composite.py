@@ -20,7 +20,7 @@ A term that reads ``params`` sees the centre's weights under ES (the same for ev
 so it shapes BPTT training and is logged under ES but cannot steer the ES search.
 
 The hardware terms ``magnitude`` (``hw.magnitude_limit``) and ``topology`` (row blocks of
-``hw.sign_block``) read ``weights``: :mod:`spikeopt.nn.hw`.
+``hw.sign_block``) read ``weights``: :mod:`spikeopt.functional.weights`.
 
 Config: ``loss.terms=[ce, rate]`` with ``loss.ce_weight``, ``loss.rate_weight``, ... -- the
 ``loss.<term>_<param>`` keys Tune binds (``bind_loss_param("rate", "weight", ...)``).
@@ -40,7 +40,7 @@ from torch import Tensor, nn
 
 from spikeopt.config import ConfigError, HWConfig, LossConfig, check_choices
 from spikeopt.functional.readout import Loss, cross_entropy, cross_entropy_samples
-from spikeopt.nn.hw import effective, magnitude_excess, topology, weight_layers
+from spikeopt.functional.weights import effective, magnitude_excess, topology, weight_layers
 
 ARGS: tuple[str, ...] = ("spikes", "mems", "y", "scores", "k", "params", "weights")
 TermFn = Callable[..., Tensor]
