@@ -402,4 +402,43 @@ RECIPES: list[Recipe] = [
             "trainer.epochs": 5,
         },
     ),
+    Recipe(
+        "digits-conversion",
+        "image",
+        "ANN->SNN conversion: the ReLU MLP 64-256-128-10 trained by backprop, converted to "
+        "IF neurons (99.9th-percentile balancing), scored at T = 4..64",
+        {
+            **DIGITS,
+            "data.normalize": True,
+            "encoder.steps": 1,
+            "model.arch": "cnn",
+            "model.channels": [],
+            "model.hidden": [256, 128],
+            "loss.name": "ce_mean",
+            "method.name": "conversion",
+            "optim.lr": 2e-3,
+            "sched.name": "cosine",
+            "trainer.epochs": 30,
+        },
+    ),
+    Recipe(
+        "cifar10-conversion",
+        "image",
+        "ANN->SNN conversion on CIFAR-10 (set data.root): a small ReLU CNN (conv 16-32, "
+        "average pooling, dense 128) trained by backprop, converted to IF neurons, T = 4..64",
+        {
+            **_CIFAR,
+            "encoder.steps": 1,
+            "model.arch": "cnn",
+            "model.channels": [16, 32],
+            "model.cnn_pool": "avg",
+            "model.hidden": [128],
+            "loss.name": "ce_mean",
+            "method.name": "conversion",
+            "data.augment": "flip",
+            "optim.lr": 2e-3,
+            "sched.name": "cosine",
+            "trainer.epochs": 5,
+        },
+    ),
 ]
