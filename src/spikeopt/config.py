@@ -542,7 +542,10 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "rl.batch_episodes": (_at_least(1), ">= 1"),
     "conversion.percentile": (lambda v: 0 < v <= 100, "in (0, 100]"),
     "conversion.batches": (_at_least(1), ">= 1"),
-    "conversion.timesteps": (lambda vs: len(vs) > 0 and all(v >= 1 for v in vs), "T >= 1, at least one"),
+    "conversion.timesteps": (
+        lambda vs: len(vs) > 0 and all(v >= 1 for v in vs),
+        "T >= 1, at least one",
+    ),
     "conversion.tau_m": (_finite_at_least_0, ">= 0 (0 = IF, no leak)"),
     "hw.weight_bits": (lambda v: v is None or 2 <= v <= 8, "an integer in 2..8, or null (float)"),
     "hw.layer_bits": (_each(lambda v: v == 0 or 2 <= v <= 8), "bits in 2..8, or 0 (float)"),

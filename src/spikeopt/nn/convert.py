@@ -27,7 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from spikeopt.config import Config, ConfigError
-from spikeopt.nn.layers import ConvLIF, LinearLIF
+from spikeopt.nn.layers import ConvLIF
 from spikeopt.nn.models import CNN, SNN, build_model
 
 IF_TAU = 1e9  # tau_m of an IF neuron: exp(-1 / 1e9) rounds to 1.0 in float32, so no leak
@@ -48,8 +48,8 @@ def stages(ann: nn.Module) -> list[Stage]:
     """The ANN's weight layers in order; a ConfigError names any module conversion cannot map."""
     if not isinstance(ann, CNN):
         raise ConfigError(
-            f"conversion converts the non-spiking model.arch=cnn network, not a {type(ann).__name__}; "
-            "set model.arch=cnn"
+            f"conversion converts the non-spiking model.arch=cnn network, not a "
+            f"{type(ann).__name__}; set model.arch=cnn"
         )
     out: list[Stage] = []
     for m in ann.body:
@@ -172,7 +172,10 @@ def convert(
     scales = layer_scales(ann, batches, cfg.conversion.percentile)
     snn = build_model(snn_cfg, input_shape, n_classes)
     assert isinstance(snn, SNN)
-    targets = [layer.conv if isinstance(layer, ConvLIF) else layer.fc for layer in snn.layers]
+    targets: list[nn.Conv2d | nn.Linear] = [
+        layer.conv if isinstance(layer, ConvLIF) else layer.fc  # type: ignore[misc]
+        for layer in snn.layers
+    ]
     if len(targets) != len(parts):
         raise ConfigError(f"the converted network has {len(targets)} layers, the ANN {len(parts)}")
     theta, prev = cfg.neuron.v_threshold, 1.0

@@ -65,6 +65,7 @@ class CNN(nn.Module):
     ) -> None:
         super().__init__()
         blocks: list[nn.Module] = []
+        pools: dict[str, list[type[nn.Module]]] = {"max": [nn.MaxPool2d], "avg": [nn.AvgPool2d]}
         if len(input_shape) == 3:
             c, hw = input_shape[0], input_shape[1]
             for c_out in channels:
@@ -72,7 +73,7 @@ class CNN(nn.Module):
                     nn.Conv2d(c, c_out, k, padding=k // 2),
                     nn.BatchNorm2d(c_out),
                     nn.ReLU(),
-                    *{"max": [nn.MaxPool2d(2)], "avg": [nn.AvgPool2d(2)]}.get(pool, []),
+                    *[kind(2) for kind in pools.get(pool, [])],
                 ]
                 c, hw = c_out, (hw if pool == "none" else hw // 2)
             n = c * hw * hw

@@ -405,15 +405,16 @@ RECIPES: list[Recipe] = [
     Recipe(
         "digits-conversion",
         "image",
-        "ANN->SNN conversion: the ReLU MLP 64-256-128-10 trained by backprop, converted to "
-        "IF neurons (99.9th-percentile balancing), scored at T = 4..64",
+        "ANN->SNN conversion: cnn-baseline's ReLU CNN (conv 16-32, average pooling, dense 128) "
+        "trained by backprop, converted to IF neurons (99.9th-percentile balancing), T = 4..64",
         {
             **DIGITS,
             "data.normalize": True,
             "encoder.steps": 1,
             "model.arch": "cnn",
-            "model.channels": [],
-            "model.hidden": [256, 128],
+            "model.channels": [16, 32],
+            "model.cnn_pool": "avg",
+            "model.hidden": [128],
             "loss.name": "ce_mean",
             "method.name": "conversion",
             "optim.lr": 2e-3,
