@@ -19,12 +19,13 @@ from spikeopt.config import Config, ConfigError
 from spikeopt.functional.loss import Loss, make_loss
 from spikeopt.methods.base import Finished, TrainState
 from spikeopt.methods.surrogate import Surrogate
-from spikeopt.nn.convert import convert, stages
+from spikeopt.nn.convert import convert, relu_activations, stages
 from spikeopt.tasks.classification import EVAL_SEED, ClassificationTask
 from spikeopt.tasks.encoders import make_encoder, step_shape
 from spikeopt.tasks.metrics import evaluate
 
 BALANCE_SEED = 4242  # the generator of the balancing batches: trainer.seed + this
+EVAL_VALUES = 2**26  # values of one (B, T, N) layer tensor an SNN evaluation batch may hold
 
 
 class Conversion(Surrogate):
@@ -66,11 +67,15 @@ class Conversion(Surrogate):
                             cfg.data.eval_batch_size, device, ev, data.n_classes)  # fmt: skip
         out["ann_test_acc"] = ann_eval["acc"]
         loss: Loss = make_loss(snn_cfg.loss, snn_cfg.model.neurons_per_class, snn)
+        # (B, T, N) spikes and membranes of every layer are kept: at T = 64 a CIFAR batch of
+        # 1000 held 4 GB per tensor, so the batch shrinks with T to a fixed memory budget
+        widest = max(a[0].numel() for a in relu_activations(ann, frames[0][:1]))
         for steps in cfg.conversion.timesteps:
+            bs_eval = max(1, min(cfg.data.eval_batch_size, EVAL_VALUES // (steps * widest)))
             enc = make_encoder(dataclasses.replace(cfg.encoder, steps=steps))
             ev = torch.Generator(device=device).manual_seed(cfg.trainer.seed + EVAL_SEED)
-            r = evaluate(snn, loss, data.x_test, data.y_test, enc, cfg.data.eval_batch_size,
-                         device, ev, data.n_classes)  # fmt: skip
+            r = evaluate(snn, loss, data.x_test, data.y_test, enc, bs_eval, device, ev,
+                         data.n_classes)  # fmt: skip
             out[f"acc_T{steps}"] = r["acc"]
         snn_cfg = dataclasses.replace(
             snn_cfg, encoder=dataclasses.replace(cfg.encoder, steps=max(cfg.conversion.timesteps))
