@@ -138,6 +138,7 @@ REGISTRIES: dict[str, Any] = {
     "encoder.kind": ENCODERS,
     "model.arch": ARCHS,
     "model.pool": POOLS,
+    "model.cnn_pool": POOLS,
     "model.norm": NORMS,
     "model.readout": OUTPUT_LAYERS,
     "model.init": INITS,

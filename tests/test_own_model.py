@@ -73,6 +73,10 @@ def test_every_method_trains_an_snntorch_net_or_says_why_not(mynet, method):
         with pytest.raises(ConfigError, match="needs a model built from spikeopt layers"):
             api.run("digits-mlp-surrogate", over, model=module.factory)
         return
+    if method == "conversion":  # it converts spikeopt's ReLU cnn, not a network already spiking
+        with pytest.raises(ConfigError, match="model.arch=cnn"):
+            api.run("digits-mlp-surrogate", over, model=module.factory)
+        return
     torch.manual_seed(0)
     summary = api.run("digits-mlp-surrogate", over, model=module.factory)
     assert summary["iterations"] == 2 and 0.0 <= summary["test_acc"] <= 1.0

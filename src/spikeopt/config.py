@@ -52,7 +52,7 @@ SigmaSchedule = Literal["constant", "exponential", "linear"]
 CmaDiagonal = Literal["auto", "true", "false"]
 # method, nodepert, rl, optim: methods/ (METHODS, nodepert.*, reinforce.*, base.OPTIMIZERS)
 MethodName = Literal[
-    "surrogate", "es", "nodepert", "reinforce", "snes", "cma", "hybrid", "guided-es"
+    "surrogate", "es", "nodepert", "reinforce", "snes", "cma", "hybrid", "guided-es", "conversion"
 ]
 NodeSigmaMode = Literal["relative", "absolute"]
 NodeNoiseMode = Literal["held", "step"]
@@ -130,6 +130,7 @@ class ModelConfig:
     channels: list[int] = doc([32, 64], "conv: output channels of each conv layer")
     kernel_size: int = doc(3, "conv: kernel size (padding keeps the spatial size)")
     pool: Pool = doc("avg", "conv: pooling after each conv block")
+    cnn_pool: Pool = doc("max", "cnn: pooling after each conv block (conversion needs avg)")
     norm: Norm = doc("none", "conv: normalisation of conv currents")
     readout: OutputLayer = doc("lif", "output layer: spiking (lif) or a leaky integrator (li)")
     readout_tau: float = doc(0.0, "time constant of the output layer (0 = neuron.tau_m)")
@@ -164,6 +165,16 @@ class NeuronConfig:
     alpha_schedule: AlphaSchedule = doc("constant", "surrogate sharpness schedule over epochs")
     alpha_end: float | None = doc(None, "sharpness at the last epoch (null = alpha)")
     alpha_step_every: int = doc(10, "step schedule: epochs between sharpness changes")
+
+
+@dataclass
+class ConversionConfig:
+    """method.name=conversion: the ANN it trains becomes an IF/LIF network (docs/conversion.md)."""
+
+    percentile: float = doc(99.9, "each layer's scale: this percentile of its ReLU activations")
+    batches: int = doc(10, "training minibatches the activation percentiles are measured on")
+    timesteps: list[int] = doc([4, 8, 16, 32, 64], "T the converted network is evaluated at")
+    tau_m: float = doc(0.0, "membrane time constant of the converted neurons (0 = IF, no leak)")
 
 
 @dataclass
@@ -416,6 +427,7 @@ class Config:
     nodepert: NodePertConfig = field(default_factory=NodePertConfig)
     hybrid: HybridConfig = field(default_factory=HybridConfig)
     guided: GuidedConfig = field(default_factory=GuidedConfig)
+    conversion: ConversionConfig = field(default_factory=ConversionConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     sched: SchedConfig = field(default_factory=SchedConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
@@ -554,6 +566,13 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "rl.episodes": (_at_least(1), ">= 1"),
     "rl.generations": (_at_least(1), ">= 1"),
     "rl.batch_episodes": (_at_least(1), ">= 1"),
+    "conversion.percentile": (lambda v: 0 < v <= 100, "in (0, 100]"),
+    "conversion.batches": (_at_least(1), ">= 1"),
+    "conversion.timesteps": (
+        lambda vs: len(vs) > 0 and all(v >= 1 for v in vs),
+        "T >= 1, at least one",
+    ),
+    "conversion.tau_m": (_finite_at_least_0, ">= 0 (0 = IF, no leak)"),
     "hw.weight_bits": (lambda v: v is None or 2 <= v <= 8, "an integer in 2..8, or null (float)"),
     "hw.layer_bits": (_each(lambda v: v == 0 or 2 <= v <= 8), "bits in 2..8, or 0 (float)"),
     "hw.sign_block": (_at_least(0), ">= 0 (0 = the whole row)"),

@@ -41,19 +41,26 @@ TINY = {
                            "rl.generations": 2, "rl.baseline_episodes": 0,
                            "rl.eval_episodes": 1, "trainer.task": "control"}),
 }  # fmt: skip
+# conversion trains the ReLU ANN (a 64-16-10 MLP) and converts it after the last epoch
+ANN = {"model.arch": "cnn", "model.channels": [], "loss.name": "ce_mean",
+       "conversion.timesteps": [4], "conversion.batches": 1}  # fmt: skip
 
 
 @pytest.mark.parametrize(("name", "kind"), CASES)
 def test_every_method_trains_every_task_it_lists(name, kind, tmp_path):
     recipe, over = TINY[kind]
     over = {**over, "method.name": name, "trainer.progress": False}
+    if name == "conversion":
+        over.update(ANN)
     summary = api.run(recipe, over, out=tmp_path / "run", quiet=True)
     assert summary["method"] == name and summary["iterations"] >= 1
     rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
     assert rows and all(math.isfinite(float(r["wall_s"])) for r in rows)
     fit = "train_fit_mean" if kind == "classification" else "fit_mean"
     assert (fit in rows[0]) == METHODS[name].population  # population statistics, if any
-    if kind == "classification":  # the energy proxy of the final model (tasks/energy.py)
+    if name == "conversion":  # the SNN made from the ANN, scored at T = 4
+        assert 0 <= summary["acc_T4"] <= 1 and (tmp_path / "run" / "snn" / "best.pt").exists()
+    elif kind == "classification":  # the energy proxy of the final model (tasks/energy.py)
         saved = json.loads((tmp_path / "run" / "summary.json").read_text())
         for key in (
             "synops_per_sample",

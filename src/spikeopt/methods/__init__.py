@@ -8,6 +8,7 @@ from spikeopt.config import Config, check_choices
 from spikeopt.functional.loss import Loss
 from spikeopt.methods.base import Batch, Method, TrainState, apply_update, build_optimizer
 from spikeopt.methods.cma_es import CMAES
+from spikeopt.methods.conversion import Conversion
 from spikeopt.methods.es import ES
 from spikeopt.methods.guided_es import GuidedES
 from spikeopt.methods.hybrid import Hybrid
@@ -26,6 +27,7 @@ METHODS: dict[str, type[Any]] = {
     "cma": CMAES,
     "hybrid": Hybrid,
     "guided-es": GuidedES,
+    "conversion": Conversion,
 }
 
 

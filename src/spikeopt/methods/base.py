@@ -39,6 +39,20 @@ ForwardLoss = Callable[[nn.Module, Loss, Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
 @dataclass
+class Finished:
+    """What a method's optional ``finish(task)`` hands the loop after the last epoch: summary
+    keys, and a different model it made (conversion's SNN) with the config that rebuilds it,
+    which the loop writes as a run folder ``folder`` inside the run's (``value``: that
+    model's ``test_acc``, what its ``best.pt`` records)."""
+
+    summary: dict[str, float]
+    model: nn.Module | None = None
+    cfg: Config | None = None
+    folder: str = ""
+    value: float = float("nan")
+
+
+@dataclass
 class TrainState:
     """What a method updates: the model, its optimizer and the number of updates so far.
 

@@ -61,9 +61,11 @@ class CNN(nn.Module):
         channels: list[int],
         hidden: list[int],
         k: int,
+        pool: str = "max",
     ) -> None:
         super().__init__()
         blocks: list[nn.Module] = []
+        pools: dict[str, list[type[nn.Module]]] = {"max": [nn.MaxPool2d], "avg": [nn.AvgPool2d]}
         if len(input_shape) == 3:
             c, hw = input_shape[0], input_shape[1]
             for c_out in channels:
@@ -71,9 +73,9 @@ class CNN(nn.Module):
                     nn.Conv2d(c, c_out, k, padding=k // 2),
                     nn.BatchNorm2d(c_out),
                     nn.ReLU(),
-                    nn.MaxPool2d(2),
+                    *[kind(2) for kind in pools.get(pool, [])],
                 ]
-                c, hw = c_out, hw // 2
+                c, hw = c_out, (hw if pool == "none" else hw // 2)
             n = c * hw * hw
         else:
             n = math.prod(input_shape)
@@ -110,7 +112,7 @@ def build_model(cfg: Config, input_shape: tuple[int, ...], n_classes: int) -> nn
         raise ConfigError(f"model.readout_tau must be >= 0 (0 = neuron.tau_m), got {m.readout_tau}")
     n_out = n_classes * m.neurons_per_class
     if m.arch == "cnn":
-        cnn = CNN(input_shape, n_out, m.channels, m.hidden, m.kernel_size)
+        cnn = CNN(input_shape, n_out, m.channels, m.hidden, m.kernel_size, m.cnn_pool)
         init_weights(cnn, m.init, cnn.out, m.out_scale)
         return cnn
     layers: list[nn.Module] = []

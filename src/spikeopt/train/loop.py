@@ -8,7 +8,8 @@ Per epoch (a classification epoch of minibatches, or one control update)::
     LR schedule step, early stopping                    on the epoch's last row
     metrics.csv, TensorBoard, best.pt, checkpoint.pt    each written atomically; callbacks
 
-then ``summary.json`` (the task's keys and provenance) and ``curves.png``. The checkpoint
+then a method's optional ``finish(task)`` (conversion: the SNN it made, written to a run folder
+inside the run's), ``summary.json`` (the task's keys and provenance) and ``curves.png``. The checkpoint
 holds everything that changes while training (method state, LR scheduler, rows, early
 stopping, the torch RNG), and the tasks draw every other random number from generators
 seeded by the epoch, so a run resumed from its last checkpoint replays the rest exactly.
@@ -33,6 +34,7 @@ import spikeopt
 from spikeopt import config as C
 from spikeopt.builders import Builders
 from spikeopt.functional.surrogate import default_alpha, get_surrogate
+from spikeopt.methods.base import Finished
 from spikeopt.nn import n_params, set_surrogate
 from spikeopt.nn.hw import hw_metrics, set_sign_alpha, sign_alpha_at
 from spikeopt.tasks.base import Row, Step
@@ -286,6 +288,13 @@ def train(
         if stopped:
             break
     summary = summarize(exp, rows, stopped, name)
+    finish = getattr(exp.method, "finish", None)  # conversion: the SNN made from the ANN
+    if finish is not None and rows:
+        done: Finished = finish(exp.task)
+        summary.update(done.summary)
+        if out is not None and done.model is not None and done.cfg is not None:
+            summary[f"{done.folder}_dir"] = str(out / done.folder)
+            _write_made(out / done.folder, done, len(rows), name)
     if bad:  # only runs that met one carry the keys
         summary["nonfinite_steps"] = bad["skipped"]
         summary["nonfinite_first"] = bad["first"]
@@ -299,6 +308,18 @@ def train(
 
 
 BEST = "best.pt"  # the model of the epoch with the best task.metric (spikeopt.load)
+
+
+def _write_made(folder: Path, done: Finished, epochs: int, name: str) -> None:
+    """A model a method made at the end, as a run folder ``spikeopt.load``/``export`` read:
+    the config that rebuilds it, and its weights as both ``best.pt`` and ``checkpoint.pt``."""
+    assert done.model is not None and done.cfg is not None
+    state = done.model.state_dict()
+    io.write_text(folder / "config.yaml", C.dump_yaml(done.cfg))
+    io.save_checkpoint(folder / BEST, {"model": state, "epoch": epochs, "metric": "test_acc",
+                                       "value": done.value, "recipe": name})  # fmt: skip
+    io.save_checkpoint(folder / "checkpoint.pt",
+                       {"method": {"model": state}, "epoch": epochs, "recipe": name})  # fmt: skip
 
 
 def _save_best(
