@@ -8,9 +8,9 @@ Per epoch (a classification epoch of minibatches, or one control update)::
     LR schedule step, early stopping                    on the epoch's last row
     metrics.csv, TensorBoard, best.pt, checkpoint.pt    each written atomically; callbacks
 
-then a method's optional ``finish(task)`` (conversion: the SNN it made, written to a run folder
-inside the run's), ``summary.json`` (the task's keys and provenance) and ``curves.png``. The checkpoint
-holds everything that changes while training (method state, LR scheduler, rows, early
+then a method's optional ``finish(task)`` (conversion: the SNN it made, written to a run
+folder inside the run's), ``summary.json`` (the task's keys and provenance) and ``curves.png``.
+The checkpoint holds everything that changes while training (method state, LR scheduler, rows, early
 stopping, the torch RNG), and the tasks draw every other random number from generators
 seeded by the epoch, so a run resumed from its last checkpoint replays the rest exactly.
 ``best.pt`` holds the model of the epoch with the best ``task.metric`` (its value is in the
