@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import struct
 import tarfile
 import time
 import zipfile
@@ -157,6 +158,45 @@ def test_gesture_frames_are_downsampled_counts(tmp_path: Path) -> None:
     want = torch.zeros(2, 2, 32, 32)  # 3 s bins over 6 s, 4x4 pixels per frame pixel
     want[0, 1, 2, 1], want[1, 0, 0, 31] = 2, 1
     assert torch.equal(data.x_train[0], want) and data.n_classes == 11
+
+
+def aedat31(events: list[tuple[int, int, int, int, int]], overflow: int = 0) -> bytes:
+    """An AEDAT 3.1 file: a text header, one polarity packet of (x, y, p, t [us], valid)
+    events and one packet of another type (skipped by readers)."""
+    head = b"#!AER-DAT3.1\r\n#Format: RAW\r\n#Source 1: DVS128\r\n#!END-HEADER\r\n"
+    body = b"".join(
+        struct.pack("<Ii", x << 17 | y << 2 | p << 1 | v, t) for x, y, p, t, v in events
+    )
+    polarity = struct.pack("<hhiiiiii", 1, 1, 8, 4, overflow, len(events), len(events),
+                           len(events)) + body  # fmt: skip
+    special = struct.pack("<hhiiiiii", 0, 1, 8, 4, 0, 1, 1, 1) + struct.pack("<Ii", 1, 0)
+    return head + special + polarity
+
+
+def test_ibm_original_release_reads_as_tonics(tmp_path: Path) -> None:
+    start = 1_000_000  # the gesture's interval in the recording, us
+    events = [
+        (5, 9, 1, start, 1),
+        (6, 10, 1, start + 100_000, 1),
+        (127, 0, 0, start + 5_999_000, 1),
+        (1, 1, 1, start - 10, 1),  # before the interval: not in the sample
+        (2, 2, 1, start + 10, 0),  # invalid: dropped
+    ]
+    folder = tmp_path / "DvsGesture"
+    folder.mkdir()
+    (folder / "user01_led.aedat").write_bytes(aedat31(events))
+    (folder / "user01_led_labels.csv").write_text(
+        f"class,startTime_usec,endTime_usec\n4,{start},{start + 6_000_000}\n"
+    )
+    for split in ("train", "test"):
+        (folder / f"trials_to_{split}.txt").write_text("user01_led.aedat\n")
+    data = load_dataset(cfg("dvsgesture", tmp_path, tmp_path), steps=2)
+    want = torch.zeros(2, 2, 32, 32)  # the same events as the Tonic-release test above
+    want[0, 1, 2, 1], want[1, 0, 0, 31] = 2, 1
+    assert torch.equal(data.x_train[0], want) and data.y_train.tolist() == [3]
+    (folder / "user01_led.aedat").write_bytes(aedat31(events)[:-5])  # a cut last packet
+    with pytest.raises(DataError, match=r"user01_led.aedat: truncated or damaged packet"):
+        load_dataset(cfg("dvsgesture", tmp_path, tmp_path / "fresh"), steps=2)
 
 
 @pytest.mark.parametrize("compress", ["", "zip", "gz"])

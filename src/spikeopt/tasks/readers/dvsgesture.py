@@ -4,7 +4,8 @@ Each split is ``user<NN>_<lighting>/<label>.npy`` files of (x, y, p, t [ms]) row
 gesture (IBM's AEDAT recordings already cut at the labels), extracted or as the
 ``ibmGesture{Train,Test}.tar.gz`` archives Tonic downloads from figshare. A folder is listed and
 decoded by ``tonic.datasets.DVSGesture`` (made unable to download); an archive is streamed once.
-IBM's original AEDAT 3.1 release (``DvsGesture.tar.gz``) is not read: convert it with Tonic.
+IBM's original AEDAT 3.1 release is read too, as its extracted ``DvsGesture/`` folder
+(:mod:`spikeopt.tasks.readers.aedat`); its ``DvsGesture.tar.gz`` must be extracted first.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from spikeopt.tasks.readers.aedat import ORIGINAL, TRIALS, original_source
 from spikeopt.tasks.readers.base import SPLITS, DataError, open_tar
 from spikeopt.tasks.readers.events import (
     EventReader,
@@ -34,15 +36,24 @@ NAMES = {"train": "ibmGestureTrain", "test": "ibmGestureTest"}
 GESTURE_HINT = (
     "set data.root to a folder holding ibmGestureTrain/ and ibmGestureTest/ "
     "(user<NN>_<lighting>/<label>.npy) or ibmGestureTrain.tar.gz and ibmGestureTest.tar.gz, "
-    f"Tonic's release of DVS128 Gesture ({GESTURE_URLS['train']}, {GESTURE_URLS['test']}; "
-    f"the original: {GESTURE_PAGE})"
+    f"Tonic's release of DVS128 Gesture ({GESTURE_URLS['train']}, {GESTURE_URLS['test']}"
+    f"), or IBM's original release extracted as {ORIGINAL}/ ({GESTURE_PAGE})"
 )
 MEMBER = re.compile(r"(?:.*/)?user\d+_[^/]+/(\d+)\.npy$")
 N_CLASSES = 11
 
 
 def gesture_files(root: Path) -> dict[str, Path]:
-    """Each split's folder (preferred) or tarball under ``root``; DataError naming any missing."""
+    """Each split's folder (preferred) or tarball under ``root``, or IBM's original folder for
+    both; DataError naming any missing."""
+    original = root / ORIGINAL if (root / ORIGINAL).is_dir() else root
+    if all((original / t).is_file() for t in TRIALS.values()):
+        return {split: original for split in SPLITS}
+    if (root / f"{ORIGINAL}.tar.gz").is_file():
+        raise DataError(
+            f"{root / (ORIGINAL + '.tar.gz')}: extract it (tar xzf) so that {ORIGINAL}/ holds "
+            "the .aedat recordings; the archive itself is not streamed"
+        )
     found, missing = {}, []
     for split, name in NAMES.items():
         folder, tarball = root / name, root / f"{name}.tar.gz"
@@ -125,4 +136,6 @@ class DvsGestureReader(EventReader):
     def source(self, root: Path, split: str) -> EventSource:
         """One split's labels and decoder."""
         path = gesture_files(root)[split]
+        if (path / TRIALS[split]).is_file():
+            return original_source(path, split)
         return _folder_source(root, split) if path.is_dir() else _tar_source(path)
