@@ -12,11 +12,11 @@ from __future__ import annotations
 import difflib
 
 from spikeopt.config import ConfigError
-from spikeopt.recipes import check, control, image, sequence
+from spikeopt.recipes import check, control, image, language, sequence
 from spikeopt.recipes.base import APPLICATIONS, Application, Recipe
 
 RECIPES: dict[str, Recipe] = {
-    r.name: r for module in (image, sequence, control, check) for r in module.RECIPES
+    r.name: r for module in (image, sequence, control, language, check) for r in module.RECIPES
 }
 
 FILTERS: tuple[str, ...] = ("application", "method", "architecture")

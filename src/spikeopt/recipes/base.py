@@ -13,8 +13,8 @@ from typing import Any, Literal
 
 from spikeopt.config import Config, apply
 
-Application = Literal["image", "sequence", "control", "check"]
-APPLICATIONS: tuple[Application, ...] = ("image", "sequence", "control", "check")
+Application = Literal["image", "sequence", "control", "language", "check"]
+APPLICATIONS: tuple[Application, ...] = ("image", "sequence", "control", "language", "check")
 
 
 @dataclass(frozen=True)
