@@ -19,6 +19,7 @@ from spikeopt.nn.layers import LinearLIF, RecurrentLIF
 from spikeopt.nn.ssm import S5Block
 
 LANGUAGE_ARCHS: tuple[str, ...] = ("s5", "rsnn", "gru")  # model.arch under trainer.task=language
+EMBED_STD = 1.0  # rsnn: std of the one-hot input weights
 
 
 def one_hot(x: Tensor, vocab: int) -> Tensor:
@@ -82,6 +83,9 @@ class RSNNLM(nn.Module):
         for h in m.hidden:
             self.hidden.append(RecurrentLIF(n, h, neuron))
             n = h
+        # one-hot inputs make the first layer an embedding: nn.Embedding's N(0, 1) init, not
+        # Linear's U(+-1/sqrt(V)) (~0.1: every membrane stayed below threshold, no spikes)
+        nn.init.normal_(self.hidden[0].fc.weight, std=EMBED_STD)
         out_neuron = dataclasses.replace(neuron, tau_m=m.readout_tau) if m.readout_tau else neuron
         self.readout = LinearLIF(n, vocab, out_neuron, li=True)
 
