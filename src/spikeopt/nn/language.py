@@ -85,7 +85,9 @@ class RSNNLM(nn.Module):
             n = h
         # one-hot inputs make the first layer an embedding: nn.Embedding's N(0, 1) init, not
         # Linear's U(+-1/sqrt(V)) (~0.1: every membrane stayed below threshold, no spikes)
-        nn.init.normal_(self.hidden[0].fc.weight, std=EMBED_STD)
+        first = self.hidden[0]
+        assert isinstance(first, RecurrentLIF)
+        nn.init.normal_(first.fc.weight, std=EMBED_STD)
         out_neuron = dataclasses.replace(neuron, tau_m=m.readout_tau) if m.readout_tau else neuron
         self.readout = LinearLIF(n, vocab, out_neuron, li=True)
 
@@ -114,8 +116,11 @@ def build_language_model(cfg: Config, vocab: int) -> nn.Module:
     if m.arch == "rsnn":
         return RSNNLM(cfg, vocab)
     if len(set(m.hidden)) != 1:
-        raise ConfigError(f"model.arch={m.arch} stacks layers of one width (residual); got "
-                          f"model.hidden={m.hidden}, e.g. use [{m.hidden[0]}, {m.hidden[0]}]")  # fmt: skip
+        w = m.hidden[0]
+        raise ConfigError(
+            f"model.arch={m.arch} stacks layers of one width (residual); got "
+            f"model.hidden={m.hidden}, e.g. use [{w}, {w}]"
+        )
     if m.arch == "gru":
         return GRULM(vocab, m.hidden[0], len(m.hidden))
     return S5LM(vocab, m.hidden[0], len(m.hidden), cfg.lang.states)

@@ -54,8 +54,10 @@ def split_text(text: str, test_fraction: float) -> tuple[str, str]:
         raise ConfigError(f"lang.test_fraction={test_fraction} must be in (0, 1), e.g. 0.1")
     cut = len(text) - round(len(text) * test_fraction)
     if cut < 2 or cut >= len(text):
-        raise ConfigError(f"a text of {len(text)} characters cannot be split at "
-                          f"lang.test_fraction={test_fraction}: a split would be empty")  # fmt: skip
+        raise ConfigError(
+            f"a text of {len(text)} characters cannot be split at "
+            f"lang.test_fraction={test_fraction}: a split would be empty"
+        )
     return text[:cut], text[cut:]
 
 

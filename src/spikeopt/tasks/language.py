@@ -88,14 +88,16 @@ class LanguageObjective:
         """Loss and next-character accuracy of the model on ``batch``."""
         x, y = batch
         with torch.no_grad():
-            loss, logits = self.loss(*model(x), y)
+            spikes, mems = model(x)
+            loss, logits = self.loss(spikes, mems, y)
         return {"loss": float(loss), "acc": float((logits.argmax(-1) == y).float().mean())}
 
     def gradient(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> list[Tensor]:
         """BPTT gradient of the loss on ``batch``."""
         x, y = batch
         params = [p for p in model.parameters() if p.requires_grad]
-        loss, _ = self.loss(*model(x), y)
+        spikes, mems = model(x)
+        loss, _ = self.loss(spikes, mems, y)
         return list(torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True))
 
     def chunk_for(self, model: nn.Module, population: int, batch: Any) -> int:

@@ -1,11 +1,11 @@
 """A config turned into a run, before anything trains or is written: task, method, state.
 
 ``trainer.task`` names the task (:mod:`spikeopt.tasks.classification`,
-:mod:`spikeopt.tasks.control` or :mod:`spikeopt.tasks.language`); ``method.name`` the method, which must list that task among
-the ones it can train (``Method.tasks``). Whether the method runs a population
-(``Method.population``) is read from the class before either is built: it decides what a
-control epoch is (an update on sampled episodes, or a generation). Every bad setting raises
-here, so a run that starts has nothing left to refuse.
+:mod:`spikeopt.tasks.control` or :mod:`spikeopt.tasks.language`); ``method.name`` the
+method, which must list that task among the ones it can train (``Method.tasks``). Whether
+the method runs a population (``Method.population``) is read from the class before either
+is built: it decides what a control epoch is (an update on sampled episodes, or a
+generation). Every bad setting raises here, so a run that starts has nothing left to refuse.
 """
 
 from __future__ import annotations
