@@ -41,9 +41,9 @@ RECIPES: list[Recipe] = [
             **LANGUAGE,
             "model.arch": "rsnn",
             "model.hidden": [256],
-            # fast membranes: the recurrent spikes carry the context. At 150 steps (bits per
-            # character on the test split): tau 2 -> 2.77, tau 1 -> 2.57, tau 0.5 -> 2.52;
-            # gradients through the reset, -0.04 (docs/language.md)
+            # fast membranes: the recurrent spikes carry the context. At 150 steps (test bits
+            # per character, gradients through the reset): tau 2 -> 2.73, 1 -> 2.57, 0.5 -> 2.52;
+            # with the reset detached, tau 2 -> 2.77 (docs/language.md)
             "neuron.tau_m": 0.5,
             "neuron.detach_reset": False,
             "model.readout_tau": 1.0,
