@@ -36,6 +36,7 @@ from spikeopt.nn.models import ARCHS, OUTPUT_LAYERS
 from spikeopt.nn.policies import OBS_ENCODINGS, READOUTS
 from spikeopt.population import MODES, RANDOMNESS, SHAPINGS
 from spikeopt.recipes import RECIPES, get_recipe
+from spikeopt.tasks.corpus import CORPORA
 from spikeopt.tasks.datasets import AUGMENTATIONS
 from spikeopt.tasks.encoders import ENCODERS
 from spikeopt.tasks.envs import ENVS
@@ -169,6 +170,7 @@ REGISTRIES: dict[str, Any] = {
     "early_stop.mode": EARLY_STOP_MODES,
     "early_stop.goal": GOALS,
     "trainer.nonfinite": NONFINITE,
+    "lang.corpus": CORPORA,
 }
 
 
@@ -198,7 +200,10 @@ def test_choices_are_checked_per_section_not_when_set():
     check_choices(cfg.encoder)  # an untouched section passes
     with pytest.raises(ConfigError) as err:
         check_choices(cfg.model)
-    assert str(err.value) == "model.arch: unknown value 'transformr'; valid: mlp, conv, rsnn, cnn"
+    assert (
+        str(err.value)
+        == "model.arch: unknown value 'transformr'; valid: mlp, conv, rsnn, cnn, s5, gru"
+    )
     with pytest.raises(ConfigError, match="loss.terms: unknown value 'l2'; valid: ce, mse"):
         check_choices(cfg.loss)
     with pytest.raises(ConfigError, match="model.arch"):  # a whole config: section by section

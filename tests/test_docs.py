@@ -10,7 +10,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # docs/tuning.md's snippet runs a 16-trial search: far beyond a test's budget, not run here
 RUN = ["README.md", "docs/control.md", "docs/report.md", "docs/metrics.md", "docs/nir.md",
-       "docs/hardware.md", "docs/own-model.md", "docs/events.md", "docs/conversion.md"]  # fmt: skip
+       "docs/hardware.md", "docs/own-model.md", "docs/events.md", "docs/conversion.md",
+       "docs/language.md"]  # fmt: skip
 
 
 def snippets(name: str) -> list[str]:

@@ -23,8 +23,24 @@ def test_recipe_config_resolves(name):
     assert cfg.method.name == recipe.method or plain_backprop
 
 
-# control recipes have their own smoke test (tests/train/test_control_recipes.py)
-CLASSIFY = sorted(n for n, r in RECIPES.items() if r.config().trainer.task != "control")
+# control recipes have their own smoke test (tests/train/test_control_recipes.py); language
+# recipes train a few steps below (their corpus ships with Python: always offline)
+CLASSIFY = sorted(n for n, r in RECIPES.items() if r.config().trainer.task == "classification")
+LANGUAGE = sorted(n for n, r in RECIPES.items() if r.config().trainer.task == "language")
+
+
+def test_language_recipes_are_registered():
+    assert LANGUAGE == ["language-gru", "language-rsnn", "language-s5"]
+    assert {r.name for r in list_recipes(application="language")} == set(LANGUAGE)
+
+
+@pytest.mark.parametrize("name", LANGUAGE)
+def test_language_recipe_trains_a_few_steps(name, tmp_path):
+    over = {"trainer.epochs": 1, "trainer.steps_per_epoch": 2, "trainer.progress": False,
+            "lang.seq_len": 16, "data.batch_size": 4, "lang.sample_chars": 20}  # fmt: skip
+    summary = api.run(name, over, out=tmp_path / "run", quiet=True)
+    assert math.isfinite(summary["test_bpc"]) and summary["iterations"] == 2
+    assert len((tmp_path / "run" / "samples.txt").read_text()) == len("The ") + 20
 
 
 @pytest.mark.parametrize("name", CLASSIFY)

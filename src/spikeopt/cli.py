@@ -94,7 +94,13 @@ def _run(args: argparse.Namespace) -> int:
             # a run started in the same second took the default name: take the next one
             if chosen or attempt == 4:
                 raise
-    if "test_acc" in summary:
+    if "test_bpc" in summary:  # language
+        print(
+            f"test bits per character {summary['test_bpc']:.4f} (best "
+            f"{summary['best_test_bpc']:.4f}) after {summary['iterations']} steps in "
+            f"{summary['wall_s']:.1f} s"
+        )
+    elif "test_acc" in summary:
         print(
             f"test accuracy {summary['test_acc']:.4f} (best {summary['best_test_acc']:.4f}) "
             f"after {summary['iterations']} steps in {summary['wall_s']:.1f} s"

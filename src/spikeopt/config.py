@@ -32,7 +32,7 @@ Augmentation = Literal["none", "flip", "flip-crop"]
 EncoderKind = Literal["repeat", "rate", "deterministic", "latency", "sequence", "events"]
 EnvName = Literal["chemotaxis", "foraging", "cartpole", "acrobot"]
 # model, policy: nn/ (models.ARCHS, OUTPUT_LAYERS; layers.POOLS, NORMS, INITS; policies.*)
-Arch = Literal["mlp", "conv", "rsnn", "cnn"]
+Arch = Literal["mlp", "conv", "rsnn", "cnn", "s5", "gru"]
 Pool = Literal["avg", "max", "none"]
 Norm = Literal["none", "batch"]
 OutputLayer = Literal["lif", "li"]
@@ -64,7 +64,8 @@ OptimName = Literal["adam", "adamw", "sgd"]
 # sched, trainer, early_stop, neuron.alpha_schedule: train/ (schedules, experiment, loop)
 LRSchedule = Literal["none", "step", "multistep", "cosine", "plateau", "exponential"]
 AlphaSchedule = Literal["constant", "linear", "cosine", "exp", "step"]
-TaskKind = Literal["classification", "control"]
+TaskKind = Literal["classification", "control", "language"]
+CorpusName = Literal["pydoc-topics"]  # lang.corpus: tasks/corpus.CORPORA
 NonFiniteAction = Literal["stop", "skip"]
 EarlyStopMode = Literal["none", "threshold", "patience"]
 Goal = Literal["max", "min"]
@@ -122,7 +123,9 @@ class EncoderConfig:
 class ModelConfig:
     """Architecture of the spiking network."""
 
-    arch: Arch = doc("mlp", "network architecture (cnn: the non-spiking baseline)")
+    arch: Arch = doc(
+        "mlp", "network architecture (cnn: the non-spiking baseline; s5, gru: language only)"
+    )
     module: str = doc(
         "", "your own model, 'package.module:factory' (imported; docs/own-model.md); '' = arch"
     )
@@ -295,6 +298,20 @@ class RLConfig:
 
 
 @dataclass
+class LangConfig:
+    """Character-level language modelling (trainer.task=language; docs/language.md)."""
+
+    corpus: CorpusName = doc("pydoc-topics", "text: the standard library's pydoc_data.topics")
+    test_fraction: float = doc(0.1, "share of the text held out at its end as the test split")
+    seq_len: int = doc(64, "characters per training window (truncated BPTT length)")
+    states: int = doc(64, "s5: complex diagonal states per layer")
+    sample_chars: int = doc(500, "characters sampled into samples.txt at the end of a run")
+    prompt: str = doc("The ", "text the sample continues (characters outside the vocabulary: unk)")
+    temperature: float = doc(1.0, "sampling temperature (logits / temperature)")
+    sample_seed: int = doc(0, "seed of the sampler's generator")
+
+
+@dataclass
 class OptimConfig:
     """The torch optimizer that applies every method's update."""
 
@@ -423,6 +440,7 @@ class Config:
     env: EnvConfig = field(default_factory=EnvConfig)
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     rl: RLConfig = field(default_factory=RLConfig)
+    lang: LangConfig = field(default_factory=LangConfig)
     es: ESConfig = field(default_factory=ESConfig)
     nodepert: NodePertConfig = field(default_factory=NodePertConfig)
     hybrid: HybridConfig = field(default_factory=HybridConfig)
@@ -573,6 +591,11 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "T >= 1, at least one",
     ),
     "conversion.tau_m": (_finite_at_least_0, ">= 0 (0 = IF, no leak)"),
+    "lang.test_fraction": (lambda v: 0 < v < 1, "in (0, 1)"),
+    "lang.seq_len": (_at_least(2), ">= 2"),
+    "lang.states": (_at_least(1), ">= 1"),
+    "lang.sample_chars": (_at_least(0), ">= 0 (0 = no samples.txt)"),
+    "lang.temperature": (_finite_positive, "a finite number > 0"),
     "hw.weight_bits": (lambda v: v is None or 2 <= v <= 8, "an integer in 2..8, or null (float)"),
     "hw.layer_bits": (_each(lambda v: v == 0 or 2 <= v <= 8), "bits in 2..8, or 0 (float)"),
     "hw.sign_block": (_at_least(0), ">= 0 (0 = the whole row)"),

@@ -25,7 +25,7 @@ class Surrogate:
 
     name = "surrogate"
     population = False  # runs a population through an Objective
-    tasks: tuple[str, ...] = ("classification",)  # the task kinds it can train
+    tasks: tuple[str, ...] = ("classification", "language")  # the task kinds it can train
     sections: tuple[str, ...] = ()
 
     def __init__(self, cfg: Config, loss: Loss) -> None:

@@ -16,7 +16,8 @@ from torch import Tensor, nn
 from spikeopt.config import Config, ConfigError, check_choices
 from spikeopt.nn.layers import ConvLIF, LinearLIF, RecurrentLIF, init_weights, is_static
 
-ARCHS: tuple[str, ...] = ("mlp", "conv", "rsnn", "cnn")
+# s5 and gru are language models (nn/language.py, trainer.task=language)
+ARCHS: tuple[str, ...] = ("mlp", "conv", "rsnn", "cnn", "s5", "gru")
 OUTPUT_LAYERS: tuple[str, ...] = ("lif", "li")  # model.readout: LinearLIF(li=False | True)
 
 
@@ -110,6 +111,9 @@ def build_model(cfg: Config, input_shape: tuple[int, ...], n_classes: int) -> nn
         raise ConfigError("model.neurons_per_class must be >= 1")
     if m.readout_tau < 0:
         raise ConfigError(f"model.readout_tau must be >= 0 (0 = neuron.tau_m), got {m.readout_tau}")
+    if m.arch in ("s5", "gru"):
+        raise ConfigError(f"model.arch={m.arch} is a character-level language model; use it "
+                          "with trainer.task=language (docs/language.md)")  # fmt: skip
     n_out = n_classes * m.neurons_per_class
     if m.arch == "cnn":
         cnn = CNN(input_shape, n_out, m.channels, m.hidden, m.kernel_size, m.cnn_pool)

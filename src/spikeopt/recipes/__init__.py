@@ -12,11 +12,13 @@ from __future__ import annotations
 import difflib
 
 from spikeopt.config import ConfigError
-from spikeopt.recipes import check, control, events, image, sequence
+from spikeopt.recipes import check, control, events, image, language, sequence
 from spikeopt.recipes.base import APPLICATIONS, Application, Recipe
 
 RECIPES: dict[str, Recipe] = {
-    r.name: r for module in (image, sequence, events, control, check) for r in module.RECIPES
+    r.name: r
+    for module in (image, sequence, events, control, language, check)
+    for r in module.RECIPES
 }
 
 FILTERS: tuple[str, ...] = ("application", "method", "architecture")

@@ -13,8 +13,10 @@ from typing import Any, Literal
 
 from spikeopt.config import Config, apply
 
-Application = Literal["image", "sequence", "events", "control", "check"]
-APPLICATIONS: tuple[Application, ...] = ("image", "sequence", "events", "control", "check")
+Application = Literal["image", "sequence", "events", "control", "language", "check"]
+APPLICATIONS: tuple[Application, ...] = (
+    "image", "sequence", "events", "control", "language", "check",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

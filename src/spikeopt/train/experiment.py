@@ -1,11 +1,11 @@
 """A config turned into a run, before anything trains or is written: task, method, state.
 
-``trainer.task`` names the task (:mod:`spikeopt.tasks.classification` or
-:mod:`spikeopt.tasks.control`); ``method.name`` the method, which must list that task among
-the ones it can train (``Method.tasks``). Whether the method runs a population
-(``Method.population``) is read from the class before either is built: it decides what a
-control epoch is (an update on sampled episodes, or a generation). Every bad setting raises
-here, so a run that starts has nothing left to refuse.
+``trainer.task`` names the task (:mod:`spikeopt.tasks.classification`,
+:mod:`spikeopt.tasks.control` or :mod:`spikeopt.tasks.language`); ``method.name`` the
+method, which must list that task among the ones it can train (``Method.tasks``). Whether
+the method runs a population (``Method.population``) is read from the class before either
+is built: it decides what a control epoch is (an update on sampled episodes, or a
+generation). Every bad setting raises here, so a run that starts has nothing left to refuse.
 """
 
 from __future__ import annotations
@@ -27,10 +27,12 @@ from spikeopt.tasks.base import Task
 from spikeopt.tasks.classification import ClassificationTask
 from spikeopt.tasks.control import ControlTask
 from spikeopt.tasks.datasets import Dataset
+from spikeopt.tasks.language import LanguageTask
 
-TASKS: dict[str, type[ClassificationTask] | type[ControlTask]] = {
+TASKS: dict[str, type[ClassificationTask] | type[ControlTask] | type[LanguageTask]] = {
     "classification": ClassificationTask,
     "control": ControlTask,
+    "language": LanguageTask,
 }
 
 
@@ -130,6 +132,11 @@ def make_task(
                 "has an environment (env.*) and no loss: give Builders(model=...) only"
             )
         return ControlTask(cfg, device, population, b.model)
+    if cfg.trainer.task == "language":
+        if b.data or b.loss or b.model:
+            raise C.ConfigError("trainer.task=language reads lang.corpus and builds model.arch "
+                                "itself; it takes no Builders")  # fmt: skip
+        return LanguageTask(cfg, device)
     return ClassificationTask(cfg, device, b.model, b.data, b.loss)
 
 

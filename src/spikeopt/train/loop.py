@@ -304,6 +304,10 @@ def train(
         tb.close()
         io.write_json(out / "summary.json", summary)
         io.write_figure(out / "curves.png", task.curves(rows, summary, name))
+        # a task's own run files (language: samples.txt), written like every other output
+        files = getattr(task, "files", None)
+        for fname, text in (files() if files is not None else {}).items():
+            io.write_text(out / fname, text)
     return summary
 
 
