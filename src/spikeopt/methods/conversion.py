@@ -20,6 +20,7 @@ from spikeopt.functional.loss import Loss, make_loss
 from spikeopt.methods.base import Finished, TrainState
 from spikeopt.methods.surrogate import Surrogate
 from spikeopt.nn.convert import convert, relu_activations, stages
+from spikeopt.nn.hw import constrained
 from spikeopt.tasks.classification import EVAL_SEED, ClassificationTask
 from spikeopt.tasks.encoders import make_encoder, step_shape
 from spikeopt.tasks.metrics import evaluate
@@ -42,6 +43,12 @@ class Conversion(Surrogate):
                 "(use encoder.kind=repeat)"
             )
         stages(model)
+        if constrained(model):  # conversion rescales each layer: off the grid, off the signs
+            raise ConfigError(
+                "method.name=conversion rescales every trained weight by its layer's threshold, "
+                "which would leave the hw.* quantisation grid and sign constraints; convert "
+                "without them, then fine-tune the converted SNN (its snn/ folder) under hw.*"
+            )
         return super().init(model, cfg)
 
     @torch.no_grad()
