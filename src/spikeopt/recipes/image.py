@@ -23,9 +23,8 @@ _DIGITS_LI = {
     "data.batch_size": 64,
 }
 
-# Quantisation-aware training on digits (docs/hardware.md): digits-es's network and ES with
-# 4-bit weights; every member is quantised with its own scale before it runs.
-_DIGITS_QAT = {
+# digits-es: the LIF MLP by low-rank ES, population batched
+_DIGITS_ES = {
     **DIGITS,
     "encoder.steps": 8,
     "data.normalize": True,
@@ -42,8 +41,11 @@ _DIGITS_QAT = {
     "sched.name": "cosine",
     "trainer.epochs": 40,
     "data.batch_size": 128,
-    "hw.weight_bits": 4,
 }
+
+# Quantisation-aware training on digits (docs/hardware.md): digits-es's network and ES with
+# 4-bit weights; every member is quantised with its own scale before it runs.
+_DIGITS_QAT = {**_DIGITS_ES, "hw.weight_bits": 4}
 
 # Sign annealing on digits (docs/hardware.md): the digits-qat network in float, BPTT, every row
 # block of 16 inputs on one sign, alpha 1 -> 50 over the run; method.name=es runs it by ES.
@@ -136,24 +138,7 @@ RECIPES: list[Recipe] = [
         "digits-es",
         "image",
         "LIF MLP on digits trained by low-rank ES, population batched (~97.5 %, ~2.5 min)",
-        {
-            **DIGITS,
-            "encoder.steps": 8,
-            "data.normalize": True,
-            "model.hidden": [256],
-            "model.readout": "li",
-            "model.dropout": 0.2,
-            "loss.name": "ce_mean",
-            "method.name": "es",
-            "es.population": 256,
-            "es.sigma": 0.05,
-            "optim.name": "adamw",
-            "optim.lr": 0.01,
-            "optim.weight_decay": 0.1,
-            "sched.name": "cosine",
-            "trainer.epochs": 40,
-            "data.batch_size": 128,
-        },
+        _DIGITS_ES,
     ),
     Recipe(
         "digits-qat",
