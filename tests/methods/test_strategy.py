@@ -40,6 +40,8 @@ TINY = {
     "control": ("nav-es", {**CONTROL_TINY, "es.population": 8, "rl.episodes": 2,
                            "rl.generations": 2, "rl.baseline_episodes": 0,
                            "rl.eval_episodes": 1, "trainer.task": "control"}),
+    "language": ("language-gru", {"trainer.epochs": 1, "trainer.steps_per_epoch": 2,
+                                  "lang.seq_len": 16, "lang.sample_chars": 10}),
 }  # fmt: skip
 # conversion trains the ReLU ANN (a 64-16-10 MLP) and converts it after the last epoch
 ANN = {"model.arch": "cnn", "model.channels": [], "loss.name": "ce_mean",
@@ -56,8 +58,11 @@ def test_every_method_trains_every_task_it_lists(name, kind, tmp_path):
     assert summary["method"] == name and summary["iterations"] >= 1
     rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
     assert rows and all(math.isfinite(float(r["wall_s"])) for r in rows)
-    fit = "train_fit_mean" if kind == "classification" else "fit_mean"
+    fit = "train_fit_mean" if kind in ("classification", "language") else "fit_mean"
     assert (fit in rows[0]) == METHODS[name].population  # population statistics, if any
+    if kind == "language":  # bits per character and the sampled text
+        assert math.isfinite(summary["test_bpc"]) and (tmp_path / "run" / "samples.txt").exists()
+        return
     if name == "conversion":  # the SNN made from the ANN, scored at T = 4
         assert 0 <= summary["acc_T4"] <= 1 and (tmp_path / "run" / "snn" / "best.pt").exists()
     elif kind == "classification":  # the energy proxy of the final model (tasks/energy.py)

@@ -33,6 +33,7 @@ class Conversion(Surrogate):
     """Backprop on the ANN each step; :meth:`finish` converts it and scores it against T."""
 
     name = "conversion"
+    tasks: tuple[str, ...] = ("classification",)  # a static-input ANN, not a language model
     sections: tuple[str, ...] = ("conversion",)
 
     def init(self, model: nn.Module, cfg: Config) -> TrainState:
