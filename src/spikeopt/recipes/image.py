@@ -43,6 +43,18 @@ _DIGITS_ES = {
     "data.batch_size": 128,
 }
 
+# ANN -> SNN conversion (docs/conversion.md): one static step, a small ReLU CNN whose average
+# pooling maps onto IF neurons, trained by backprop and converted after the last epoch
+_CONVERSION = {
+    "encoder.steps": 1,
+    "model.arch": "cnn",
+    "model.channels": [16, 32],
+    "model.cnn_pool": "avg",
+    "model.hidden": [128],
+    "loss.name": "ce_mean",
+    "method.name": "conversion",
+}
+
 # Quantisation-aware training on digits (docs/hardware.md): digits-es's network and ES with
 # 4-bit weights; every member is quantised with its own scale before it runs.
 _DIGITS_QAT = {**_DIGITS_ES, "hw.weight_bits": 4}
@@ -416,13 +428,7 @@ RECIPES: list[Recipe] = [
         {
             **DIGITS,
             "data.normalize": True,
-            "encoder.steps": 1,
-            "model.arch": "cnn",
-            "model.channels": [16, 32],
-            "model.cnn_pool": "avg",
-            "model.hidden": [128],
-            "loss.name": "ce_mean",
-            "method.name": "conversion",
+            **_CONVERSION,
             "optim.lr": 2e-3,
             "sched.name": "cosine",
             "trainer.epochs": 30,
@@ -435,13 +441,7 @@ RECIPES: list[Recipe] = [
         "average pooling, dense 128) trained by backprop, converted to IF neurons, T = 4..64",
         {
             **_CIFAR,
-            "encoder.steps": 1,
-            "model.arch": "cnn",
-            "model.channels": [16, 32],
-            "model.cnn_pool": "avg",
-            "model.hidden": [128],
-            "loss.name": "ce_mean",
-            "method.name": "conversion",
+            **_CONVERSION,
             "data.augment": "flip",
             "optim.lr": 2e-3,
             "sched.name": "cosine",
