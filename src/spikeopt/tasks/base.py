@@ -158,6 +158,16 @@ def check_output(output: Any, batch: int, steps: int, n_out: int | None = None) 
         )
 
 
+def loss_gradient(model: nn.Module, loss: Loss, batch: tuple[Tensor, Tensor]) -> list[Tensor]:
+    """BPTT surrogate gradient of ``loss`` on ``batch`` w.r.t. the trainable parameters (model
+    left in its mode, ``.grad`` untouched; zeros for unused parameters)."""
+    x, y = batch
+    params = [p for p in model.parameters() if p.requires_grad]
+    spikes, mems = model(x)
+    value, _ = loss(spikes, mems, y)
+    return list(torch.autograd.grad(value, params, allow_unused=True, materialize_grads=True))
+
+
 def call_factory(model_fn: ModelFn, cfg: Config, shape: tuple[int, ...], n_out: int) -> nn.Module:
     """A user model from its factory; what the factory raises or returns wrong is a
     ConfigError naming the factory and how it is called."""

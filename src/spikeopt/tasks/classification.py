@@ -27,7 +27,7 @@ from spikeopt.nn import build_model, fluct_init
 from spikeopt.nn.quant import apply_hw
 from spikeopt.population import Source, chunk_size, evaluate_samples
 from spikeopt.population import evaluate as population_fitness
-from spikeopt.tasks.base import Batch, ModelFn, Row, Step, call_factory, check_model
+from spikeopt.tasks.base import Batch, ModelFn, Row, Step, call_factory, check_model, loss_gradient
 from spikeopt.tasks.datasets import (
     EVENT_DATASETS,
     Dataset,
@@ -91,11 +91,7 @@ class ClassificationObjective:
 
     def gradient(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> list[Tensor]:
         """BPTT surrogate gradient of the loss (model left in its mode, grads untouched)."""
-        x, y = batch
-        params = [p for p in model.parameters() if p.requires_grad]
-        spikes, mems = model(x)
-        loss, _ = self.loss(spikes, mems, y)
-        return list(torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True))
+        return loss_gradient(model, self.loss, batch)
 
 
 def generator(seed: int, epoch: int, stream: int, device: torch.device) -> torch.Generator:

@@ -37,7 +37,7 @@ from spikeopt import config as C
 from spikeopt.functional.loss import Loss, rate_penalty
 from spikeopt.nn.language import build_language_model
 from spikeopt.population import Source
-from spikeopt.tasks.base import Batch, Row, Step
+from spikeopt.tasks.base import Batch, Row, Step, loss_gradient
 from spikeopt.tasks.classification import generator
 from spikeopt.tasks.corpus import Corpus, load_corpus
 
@@ -94,11 +94,7 @@ class LanguageObjective:
 
     def gradient(self, model: nn.Module, batch: tuple[Tensor, Tensor]) -> list[Tensor]:
         """BPTT gradient of the loss on ``batch``."""
-        x, y = batch
-        params = [p for p in model.parameters() if p.requires_grad]
-        spikes, mems = model(x)
-        loss, _ = self.loss(spikes, mems, y)
-        return list(torch.autograd.grad(loss, params, allow_unused=True, materialize_grads=True))
+        return loss_gradient(model, self.loss, batch)
 
     def chunk_for(self, model: nn.Module, population: int, batch: Any) -> int:
         """No population is evaluated: grouping cannot matter."""
