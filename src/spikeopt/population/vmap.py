@@ -64,6 +64,7 @@ class VmapForward:
         self.named, self.x = named, x
         self.x_dim = 0 if per_member else None
         self.randomness = choose("es.vmap_randomness", randomness, RANDOMNESS)
+        self.neurons = spiking_neurons(self.model)  # found once, not on every chunk
         self._rng = _rng_state(x.device) if randomness == "same" else None
 
     def __call__(self, noise: ChunkNoise) -> Any:
@@ -79,7 +80,7 @@ class VmapForward:
         if self.model not in _LOOPED:
             batched = vmap(one, in_dims=(0, 0, self.x_dim), randomness=self.randomness)
             try:
-                with hard_spikes(self.model):
+                with hard_spikes(self.neurons):
                     return batched(params, buffers, self.x)
             except RuntimeError as err:
                 # an autograd.Function vmap cannot run: old-style, or without a vmap rule
@@ -128,14 +129,17 @@ def heaviside(v: Tensor) -> Tensor:
     return (v > 0).to(v.dtype)
 
 
+def spiking_neurons(model: nn.Module) -> list[Any]:
+    """The snnTorch neurons of ``model``: modules holding a callable ``spike_grad`` (Any: a
+    plain attribute nn.Module's types do not know)."""
+    return [m for m in model.modules() if callable(getattr(m, "spike_grad", None))]
+
+
 @contextmanager
-def hard_spikes(model: nn.Module) -> Iterator[None]:
-    """snnTorch neurons' ``spike_grad`` (an ``autograd.Function``, which vmap cannot run)
-    swapped for :func:`heaviside` while the block runs, then restored."""
-    # Any: a plain attribute of snnTorch's neurons, which nn.Module's types do not know
-    held: list[tuple[Any, Any]] = [
-        (m, m.spike_grad) for m in model.modules() if callable(getattr(m, "spike_grad", None))
-    ]
+def hard_spikes(neurons: list[Any]) -> Iterator[None]:
+    """The neurons' ``spike_grad`` (an ``autograd.Function``, which vmap cannot run) swapped
+    for :func:`heaviside` while the block runs, then restored."""
+    held = [(m, m.spike_grad) for m in neurons]
     for m, _ in held:
         m.spike_grad = heaviside
     try:
