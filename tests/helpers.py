@@ -1,5 +1,8 @@
 """Small helpers shared by the tests."""
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -68,3 +71,10 @@ class Quadratic:
     def gradient(self, model: Point, batch: Any) -> None:
         """No surrogate gradient."""
         return None
+
+
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m spikeopt.cli ARGS`` in a fresh process (its warnings off)."""
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    return subprocess.run([sys.executable, "-m", "spikeopt.cli", *args], capture_output=True,
+                          text=True, env=env, timeout=120)  # fmt: skip

@@ -1,10 +1,7 @@
 """Hardware sign constraints: sign annealing, Dale's law, coherence, the weight terms."""
 
 import math
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -31,6 +28,7 @@ from spikeopt.nn.hw import (
 )
 from spikeopt.nn.quant import quantize_model
 from spikeopt.population import Perturbation, evaluate, materialize
+from tests.helpers import cli
 
 
 def test_sign_anneal_values_at_alpha_start_and_end():
@@ -232,12 +230,6 @@ def test_every_method_runs_a_step_with_the_constraints(method, hw):
     assert math.isfinite(out["test_acc"])
 
 
-def _cli(*args):
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, "-m", "spikeopt.cli", *args], capture_output=True,
-                          text=True, env=env, timeout=120)  # fmt: skip
-
-
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -247,7 +239,7 @@ def _cli(*args):
 )
 def test_bad_hw_keys_exit_2_and_write_nothing(override, message, tmp_path):
     out = tmp_path / "run"
-    done = _cli("run", "digits-sign", "trainer.epochs=1", *override, "--out", str(out), "--quiet")
+    done = cli("run", "digits-sign", "trainer.epochs=1", *override, "--out", str(out), "--quiet")
     assert done.returncode == 2, done.stderr
     assert message in done.stderr
     assert not out.exists()

@@ -1,10 +1,7 @@
 """Quantisation-aware training: the quantiser, its STE, exact quantised members, a real run."""
 
 import copy
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -33,6 +30,7 @@ from spikeopt.population import (
     members_of,
 )
 from spikeopt.population.quant import quantised_members
+from tests.helpers import cli
 
 
 def test_quantize_known_tensors_per_tensor_and_per_channel():
@@ -213,12 +211,6 @@ def test_es_at_4_bits_learns_digits_well_above_chance():
     assert api.run("digits-qat", over, quiet=True)["test_acc"] > 0.6  # chance: 0.1
 
 
-def _cli(*args):
-    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    return subprocess.run([sys.executable, "-m", "spikeopt.cli", *args], capture_output=True,
-                          text=True, env=env, timeout=120)  # fmt: skip
-
-
 @pytest.mark.parametrize(
     ("override", "message"),
     [
@@ -244,7 +236,7 @@ def test_bad_hw_values_are_refused_before_anything_is_written(override, message,
 )
 def test_bad_hw_keys_exit_2_through_the_cli_and_write_nothing(override, message, tmp_path):
     out = tmp_path / "run"
-    done = _cli("run", "digits-qat", "trainer.epochs=1", *override, "--out", str(out), "--quiet")
+    done = cli("run", "digits-qat", "trainer.epochs=1", *override, "--out", str(out), "--quiet")
     assert done.returncode == 2, done.stderr
     assert message in done.stderr
     assert not out.exists()
