@@ -9,12 +9,14 @@ population is ``P`` members ``theta + sigma * eps`` (antithetic pairs) whose noi
 Variants, measured in one process with their timing windows interleaved (_common.py):
 
 * ``loop``: the baseline a user writes -- for each member, materialise its weights and run the
-  model itself (``functional_call``, ``no_grad``). One row per noise kind (full, low-rank).
+  model itself (``functional_call``, ``no_grad``). One row per noise kind (full, low-rank,
+  table).
 * ``vmap``: ``torch.func.vmap(functional_call)`` over chunks of materialised members.
 * ``evotorch``: EvoTorch's vectorized ``Problem`` (``@vectorized`` fitness on the (P, L)
   population, networks run through ``make_functional_module`` + ``vmap``, its documented path).
-* ``spikeopt``: ``population.evaluate``, low-rank (rank 1) and full-rank, automatic chunks,
-  and low-rank with explicit chunk sizes.
+* ``spikeopt``: ``population.evaluate``, low-rank (rank 1), full-rank and full-rank from the
+  shared noise table (``es.mode=table``), automatic chunks, and low-rank with explicit chunk
+  sizes. A table row's memory counts its table.
 
 spikeopt's model cannot run under ``vmap`` (its fused LIF loop and spike function are
 ``autograd.Function`` s without ``setup_context``), so ``vmap`` and ``evotorch`` run
@@ -76,9 +78,11 @@ from spikeopt.population import (  # noqa: E402
     materialize,
     perturbed,
 )
+from spikeopt.population.noise import drop_tables  # noqa: E402
 
 N_IN, N_HID, N_OUT, STEPS_T, BATCH = 784, 256, 10, 25, 128
 SIGMA = 0.05  # es.sigma's default
+MODES = ("lowrank", "full", "table")  # table: full-rank noise read from a shared table
 CHUNKS = (16, 32, 64, 128)  # explicit chunk sizes of the low-rank chunk-effect rows
 PACKAGES = ("torch", "evotorch", "numpy", "spikeopt")
 LOSS = Loss("ce_count")
@@ -249,7 +253,7 @@ class Variant:
     """One measured row: how it evaluates, which noise it sees, and what was measured."""
 
     name: str
-    mode: str  # 'full' | 'lowrank'
+    mode: str  # 'full' | 'lowrank' | 'table'
     run: Evaluator
     chunk: str
     note: str = ""
@@ -269,9 +273,11 @@ def build_variants(model: nn.Module, x: Tensor, y: Tensor, population: int) -> l
     rows = [
         Variant("loop", "full", loop_fitness, "1"),
         Variant("loop", "lowrank", loop_fitness, "1"),
+        Variant("loop", "table", loop_fitness, "1"),
         Variant("vmap + functional_call", "full", make_vmap(twin, auto), str(auto)),
         Variant("spikeopt", "lowrank", make_spikeopt(0), "auto"),
         Variant("spikeopt", "full", make_spikeopt(0), "auto"),
+        Variant("spikeopt", "table", make_spikeopt(0), "auto"),
     ]
     rows += [Variant("spikeopt", "lowrank", make_spikeopt(c), str(c)) for c in CHUNKS]
     try:
@@ -300,7 +306,7 @@ def check(variants: list[Variant], model: nn.Module, x: Tensor, y: Tensor, args)
     spikeopt's fitness for the first ``--check-members`` members.
     """
     p, seed, out = args.check_population, args.seed, {}
-    perts = {m: Perturbation(p, SIGMA, 1, m, seed, 0) for m in ("full", "lowrank")}
+    perts = {m: Perturbation(p, SIGMA, 1, m, seed, 0) for m in MODES}
     loops = {m: loop_fitness(model, perts[m], x, y) for m in perts}
     with torch.no_grad():
         spikes, _ = model(x)
@@ -366,13 +372,14 @@ def measure(variants: list[Variant], model: nn.Module, x: Tensor, y: Tensor, arg
         steps = max(1, args.window_members // pop)
         live = [v for v in variants if v.status == "ok"]
         for v in live:  # first call at this size: also its warm-up
+            drop_tables()  # a table variant's peak counts its table
             release_memory()
             reset_peak_rss()
             rss0 = rss_mib()
             v.run(model, gens(pop, v.mode), x, y)
             v.mem[pop] = peak_rss_mib() - rss0
         extra = {f"{kind} {mode}": Timing() for kind in ("noise", "step")
-                 for mode in ("lowrank", "full")}  # fmt: skip
+                 for mode in MODES}  # fmt: skip
         for r in range(args.repeats):
             print(f"P={pop}: round {r + 1}/{args.repeats}", file=sys.stderr, flush=True)
             for v in live:
@@ -387,7 +394,7 @@ def measure(variants: list[Variant], model: nn.Module, x: Tensor, y: Tensor, arg
                     fn = lambda m=mode, n=pop: es_step(model, gens(n, m), x, y)  # noqa: E731
                     n = steps
                 t.add(fn, n)
-        for mode in ("lowrank", "full"):
+        for mode in MODES:
             noise, step = extra[f"noise {mode}"], extra[f"step {mode}"]
             share[f"{mode} P={pop}"] = {  # the noise is generated in evaluate and in estimate
                 "noise_pass_s": 1 / noise.wall.median, "es_step_s": 1 / step.wall.median,
@@ -516,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
           f"before, {env['load_average_1min_at_end']:.2f} after; centre firing rates "
           f"{checks['centre']['hidden_rate']:.3f} hidden / {checks['centre']['out_rate']:.3f} "
           f"out; fitness std over the checked members {std['full']:.4f} (full) / "
-          f"{std['lowrank']:.4f} (low-rank)\n")  # fmt: skip
+          f"{std['lowrank']:.4f} (low-rank) / {std['table']:.4f} (table)\n")  # fmt: skip
     print(table(variants, args.sizes))
     print()
     print(share_table(share))

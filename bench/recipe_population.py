@@ -70,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg, model, loss, x, y = setup(args)
-    pert = Perturbation(cfg.es.population, cfg.es.sigma, cfg.es.rank, cfg.es.mode, seed=args.seed)
+    e = cfg.es
+    pert = Perturbation(e.population, e.sigma, e.rank, e.mode, seed=args.seed, table=e.table_size)
     runs = {
         "loop": lambda: loop_fitness(model, pert, x, y, loss),
         "spikeopt": lambda: evaluate(model, pert, (x, y), loss),

@@ -45,7 +45,7 @@ SurrogateName = Literal["sigmoid", "fast_sigmoid", "arctan", "boxcar", "triangle
 LossName = Literal["ce_count", "mse_count", "ce_mean", "ce_max", "ce_final"]
 LossTerm = Literal["ce", "mse", "rate", "wlimit", "magnitude", "topology"]
 # es: population/ (noise.MODES, SHAPINGS, vmap.RANDOMNESS) and methods/ (strategy, cma_es)
-PerturbationMode = Literal["lowrank", "full"]
+PerturbationMode = Literal["lowrank", "full", "table"]
 ShapingName = Literal["centered_rank", "nes_utility", "zscore", "raw"]
 VmapRandomness = Literal["same", "different"]
 SigmaSchedule = Literal["constant", "exponential", "linear"]
@@ -194,7 +194,10 @@ class ESConfig:
     population: int = doc(64, "members per generation (even: antithetic pairs +eps, -eps)")
     sigma: float = doc(0.05, "perturbation scale: std of the noise added to each weight")
     rank: int = doc(1, "rank r of low-rank perturbations sigma * A B^T (mode=lowrank)")
-    mode: PerturbationMode = doc("lowrank", "perturbations of weight matrices")
+    mode: PerturbationMode = doc(
+        "lowrank", "perturbations of weight matrices (table: full-rank, from a shared table)"
+    )
+    table_size: int = doc(0, "mode=table: normals in the shared noise table (0 = 2^22 or more)")
     shaping: ShapingName = doc("centered_rank", "fitness shaping")
     sigma_schedule: SigmaSchedule = doc("constant", "sigma per iteration")
     sigma_decay: float = doc(0.999, "exponential: sigma multiplier per iteration")

@@ -60,7 +60,7 @@ def _member_loop(model, loss, pert, batch):
     return torch.stack(out)
 
 
-@pytest.mark.parametrize("mode", ["lowrank", "full"])
+@pytest.mark.parametrize("mode", ["lowrank", "full", "table"])
 @pytest.mark.parametrize("encoding", ["static", "rate"])
 @pytest.mark.parametrize("arch", sorted(ARCHS))
 def test_batched_fitness_equals_member_loop(arch, encoding, mode):

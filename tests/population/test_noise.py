@@ -6,13 +6,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spikeopt.config import NeuronConfig
+from spikeopt.config import ConfigError, NeuronConfig
 from spikeopt.functional.loss import Loss
 from spikeopt.nn.layers import ConvLIF, LinearLIF
 from spikeopt.nn.models import SNN
 from spikeopt.population import Noise, Perturbation, estimate, evaluate, materialize, perturbed
 from spikeopt.population.conv import conv_current
 from spikeopt.population.layers import Context, linear_current
+from spikeopt.population.noise import noise_table
 
 
 def _net(seed=0):
@@ -47,13 +48,42 @@ def test_noise_is_a_function_of_seed_generation_and_member():
         )
 
 
-@pytest.mark.parametrize("mode", ["lowrank", "full"])
+@pytest.mark.parametrize("mode", ["lowrank", "full", "table"])
 def test_every_weight_gets_unit_variance_noise(mode):
     w = torch.zeros(30, 20)
     pert = Perturbation(population=400, sigma=1.0, rank=3, mode=mode)
     eps = Noise([w], pert).members(0, 400).weights(w)
     assert abs(eps.var().item() - 1.0) < 0.05  # sigma means the same in both modes
     assert eps.flatten(1).T.corrcoef()[0, 1].abs() < 0.2  # entries are uncorrelated
+
+
+def test_table_members_are_windows_of_one_shared_table():
+    params = [p for _, p in perturbed(_net())]
+    n = sum(p.numel() for p in params)
+    pert = Perturbation(population=40, sigma=0.1, mode="table", seed=7, generation=3, table=500)
+    table = noise_table(7, 500, params[0].device, params[0].dtype)
+    whole = Noise(params, pert).members(0, 40)
+    part = Noise(params, pert).members(13, 29)  # crosses blocks, starts mid-pair: signed now
+    starts = []
+    for m in range(0, 40, 2):
+        flat = torch.cat([((whole.weights(p)[m] - p) / pert.sigma).flatten() for p in params])
+        hits = [o for o in range(500 - n + 1) if torch.allclose(table[o : o + n], flat)]
+        assert len(hits) == 1  # one contiguous window of the table per pair
+        starts.append(hits[0])
+    assert len(set(starts)) > 15  # pairs land at different offsets
+    for p in params:
+        torch.testing.assert_close(part.weights(p), whole.weights(p)[13:29], rtol=0, atol=0)
+        torch.testing.assert_close(whole[p][0::2], whole.pair(p), rtol=0, atol=0)  # +e_k
+        torch.testing.assert_close(whole[p][1::2], -whole.pair(p), rtol=0, atol=0)  # -e_k
+    assert part.pair(params[0]) is None  # not whole pairs: no pair view to hand out
+
+
+def test_table_size_errors_name_the_fix():
+    params = [p for _, p in perturbed(_net())]
+    with pytest.raises(ConfigError, match="es.table_size >= 39"):
+        Noise(params, Perturbation(4, 0.1, mode="table", table=20))
+    with pytest.raises(ConfigError, match="es.table_size must be >= 0"):
+        Perturbation(4, 0.1, mode="table", table=-1)
 
 
 def _lowrank_weight(p, chunk, m):
@@ -111,7 +141,7 @@ def _cosine(a, b):
     return float(a @ b / (a.norm() * b.norm()))
 
 
-@pytest.mark.parametrize("mode", ["lowrank", "full"])
+@pytest.mark.parametrize("mode", ["lowrank", "full", "table"])
 def test_estimate_matches_the_true_gradient_of_a_smooth_function(mode):
     torch.manual_seed(0)
     model, x = Quadratic(), torch.randn(16, 4, dtype=torch.float64)

@@ -81,7 +81,9 @@ def grad_quality(
         for sigma in sigmas:
             ests, ties = [], 0.0
             for rep in (1, 2, 3):
-                pert = Perturbation(pop, sigma, cfg.es.rank, cfg.es.mode, seed=rep)
+                pert = Perturbation(
+                    pop, sigma, cfg.es.rank, cfg.es.mode, seed=rep, table=cfg.es.table_size
+                )
                 f = obj.fitness(model, pert, batch)
                 ests.append(estimate(params, pert, shaping(f)))
                 ties = max(ties, 1.0 - torch.unique(f).numel() / f.numel())
@@ -163,7 +165,8 @@ def _encoder_stats(exp: Experiment, draws: int) -> Row:
     batches = [(exp.encode(x, g), y) for g in gens]
     obj = exp.classification.objective  # the task's, never a Ray-sharded one
     losses = [obj.centre(model, b)["loss"] for b in batches]
-    pert = Perturbation(cfg.es.population, cfg.es.sigma, cfg.es.rank, cfg.es.mode, seed=1)
+    e = cfg.es
+    pert = Perturbation(e.population, e.sigma, e.rank, e.mode, seed=1, table=e.table_size)
     params = [p for _, p in perturbed(model)]
     shaping = get_shaping(cfg.es.shaping)
     fits = [obj.fitness(model, pert, b) for b in batches[:2]]

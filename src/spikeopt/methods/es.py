@@ -42,7 +42,9 @@ class ES(Strategy):
     def perturbation(self, step: int) -> Perturbation:
         """The population of generation ``step``."""
         e = self.cfg.es
-        return Perturbation(e.population, sigma_at(step, e), e.rank, e.mode, self.seed, step)
+        return Perturbation(
+            e.population, sigma_at(step, e), e.rank, e.mode, self.seed, step, e.table_size
+        )
 
     def passes(self, step: int) -> tuple[int, int]:
         """The centre and every member forward; a BPTT pass when the cosine is due."""

@@ -201,7 +201,9 @@ class NodePert(Strategy):
         weights = None
         if rest:
             sigma = sigma_at(state.step, e)
-            weights = Perturbation(e.population, sigma, e.rank, e.mode, self.seed, state.step)
+            weights = Perturbation(
+                e.population, sigma, e.rank, e.mode, self.seed, state.step, e.table_size
+            )
             gen.metrics["sigma"] = sigma
         assign: tuple[int, ...] = ()
         if n.split == "layer":  # each pair perturbs one layer: no other layer's noise in its

@@ -71,8 +71,11 @@ def member_matmul(h: Tensor, w: Tensor, ctx: Context) -> Tensor:
 
 def linear_current(fc: nn.Linear, h: Tensor, shared: bool, ctx: Context) -> Tensor:
     """Current (c, M, N) of rows ``h``: shared (M, D) or member-specific (c, M, D)."""
-    e = ctx.noise[fc.weight]
     bias = None if fc.bias is None else ctx.noise.weights(fc.bias).unsqueeze(1)  # (c, 1, N)
+    pair = ctx.noise.pair(fc.weight) if shared else None
+    if pair is not None:
+        return _shared_pair_current(fc, h, pair, ctx, bias)
+    e = ctx.noise[fc.weight]
     if shared and not isinstance(e, Tensor):
         return _shared_lowrank_current(fc, h, ctx, bias)
     if shared:
@@ -80,6 +83,24 @@ def linear_current(fc: nn.Linear, h: Tensor, shared: bool, ctx: Context) -> Tens
     else:
         cur = member_matmul(h, fc.weight, ctx)
     return cur if bias is None else cur + bias
+
+
+def _shared_pair_current(
+    fc: nn.Linear, h: Tensor, pair: Tensor, ctx: Context, bias: Tensor | None
+) -> Tensor:
+    """Full-rank members in antithetic pairs on the shared input: ``x W^T`` (cached) plus
+    ``+-sigma x E_k^T``, so each pair's product is computed once and no member's weight
+    matrix is ever formed."""
+    k, (n, d) = pair.shape[0], fc.weight.shape
+    key = ("linear", id(fc))
+    if key not in ctx.shared:
+        ctx.shared[key] = h @ fc.weight.T
+    base = ctx.shared[key]  # (M, N)
+    z = (h @ pair.view(k * n, d).T).view(-1, k, n).transpose(0, 1)  # (K, M, N), one GEMM
+    cur = h.new_empty(2 * k, *base.shape)
+    torch.add(base, z, alpha=ctx.noise.sigma, out=cur[0::2])
+    torch.sub(base, z, alpha=ctx.noise.sigma, out=cur[1::2])
+    return cur if bias is None else cur.add_(bias)
 
 
 def _shared_lowrank_current(fc: nn.Linear, h: Tensor, ctx: Context, bias: Tensor | None) -> Tensor:

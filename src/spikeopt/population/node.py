@@ -116,4 +116,4 @@ class NodeNoise:
         if self.weights is None:
             return ChunkNoise([], [], 1.0, node, size=m1 - m0)
         w = self.weights.members(m0, m1)
-        return ChunkNoise(self.wparams, w._eps, w.sigma, node)
+        return ChunkNoise(self.wparams, w._eps, w.sigma, node, w.size, w._pairs)

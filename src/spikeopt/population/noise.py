@@ -11,6 +11,12 @@ pairs). Per parameter ``p``:
   of the other dims (a conv kernel is flattened to (C_out, C_in*k*k)). The 1/r variance of A
   gives every entry of ``A B^T`` unit variance, so ``sigma`` means the same in both modes.
   For ``nn.Linear`` (``y = x W^T``) the member's output is ``x W^T + sigma (x B) A^T``.
+* ``mode='table'``: full-rank noise read from a shared table of normals (OpenAI-ES): pair
+  ``k``'s noise for all parameters is one window ``table[o_k : o_k + L]`` (``L`` = perturbed
+  parameter count) at an offset drawn from ``(seed, generation, k)``; the table itself is
+  drawn once per run from ``seed``. Generating a member costs a copy instead of ``L`` fresh
+  normals (~9 ns each on a CPU). Entries of two pairs' windows at different offsets are
+  distinct draws, so members stay uncorrelated; :func:`table_size` picks the table's length.
 
 Pairs are produced in blocks of :data:`PAIRS_PER_BLOCK`; each (block, parameter) draws from its
 own ``torch.Generator`` seeded by a hash of ``(seed, generation, block, parameter index)``. So a
@@ -30,8 +36,14 @@ from torch import Tensor, nn
 
 from spikeopt.config import ConfigError, choose
 
-MODES: tuple[str, ...] = ("lowrank", "full")
+MODES: tuple[str, ...] = ("lowrank", "full", "table")
 PAIRS_PER_BLOCK = 8  # few generator seedings per generation, little waste for tiny populations
+# Default table: 2^22 normals (16 MiB in float32), or 4 windows of the parameters if larger.
+# An offset has millions of places to land, so two pairs of a generation of P members share
+# one with probability ~P^2 / 2^23 (0.8 % at P = 512; a shared offset only repeats a pair).
+TABLE_MIN = 2**22
+_TABLE_STREAM = 0x7AB1E
+_table_cache: dict[tuple[int, int, str, torch.dtype], Tensor] = {}
 
 # Per-parameter noise for a run of pairs or members: a full tensor E (K, *p.shape), or the
 # low-rank factors (A (K, out, r), B (K, in, r)).
@@ -48,9 +60,12 @@ class Perturbation:
     mode: str = "lowrank"
     seed: int = 0
     generation: int = 0
+    table: int = 0  # mode='table': entries of the noise table (0 = table_size's default)
 
     def __post_init__(self) -> None:
         choose("es.mode", self.mode, MODES)
+        if self.table < 0:
+            raise ConfigError(f"es.table_size must be >= 0 (0 = automatic), got {self.table}")
         if self.population < 2 or self.population % 2:
             raise ConfigError(
                 f"es.population must be even and >= 2 (antithetic pairs), got {self.population}"
@@ -81,6 +96,35 @@ def _mix(*values: int) -> int:
     return h >> 1
 
 
+def table_size(n_params: int, requested: int = 0) -> int:
+    """Entries of the shared noise table for ``n_params`` perturbed values: ``requested``
+    when set (it must hold one window), else max(2^22, 4 * n_params)."""
+    if requested and requested < n_params:
+        raise ConfigError(
+            f"es.table_size={requested} cannot hold one member's noise ({n_params} perturbed "
+            f"values); set es.table_size >= {n_params}, or 0 for the default"
+        )
+    return requested or max(TABLE_MIN, 4 * n_params)
+
+
+def noise_table(seed: int, size: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """The shared table of ``size`` standard normals for ``seed`` (kept while it is in use:
+    one table per process, the last one asked for)."""
+    key = (seed, size, str(device), dtype)
+    table = _table_cache.get(key)
+    if table is None:
+        _table_cache.clear()  # one run's table at a time: never two tables alive
+        g = torch.Generator(device=device)
+        g.manual_seed(_mix(seed, _TABLE_STREAM))
+        table = _table_cache[key] = torch.randn(size, generator=g, device=device, dtype=dtype)
+    return table
+
+
+def drop_tables() -> None:
+    """Forget the cached noise table, freeing its memory (the next table run redraws it)."""
+    _table_cache.clear()
+
+
 def lowrank_shape(p: Tensor) -> tuple[int, int]:
     """(out, in) of the matrix view of a >= 2-dim parameter."""
     return p.shape[0], math.prod(p.shape[1:])
@@ -93,11 +137,25 @@ class Noise:
         self.params, self.pert = list(params), pert
         self.lowrank = [pert.mode == "lowrank" and p.dim() >= 2 for p in params]
         self._cached: tuple[int, list[Eps]] | None = None
+        self._table: Tensor | None = None
+        if pert.mode == "table" and self.params:
+            n = sum(p.numel() for p in self.params)
+            p0 = self.params[0]
+            self._table = noise_table(pert.seed, table_size(n, pert.table), p0.device, p0.dtype)
+            self._starts = [0]
+            for p in self.params:
+                self._starts.append(self._starts[-1] + p.numel())
 
     def _block(self, b: int) -> list[Eps]:
         """Pair noise of block ``b``: one entry per parameter, leading axis PAIRS_PER_BLOCK."""
         if self._cached is not None and self._cached[0] == b:
             return self._cached[1]
+        out = self._table_block(b) if self._table is not None else self._drawn_block(b)
+        self._cached = (b, out)
+        return out
+
+    def _drawn_block(self, b: int) -> list[Eps]:
+        """Block ``b`` drawn afresh: one generator per (block, parameter)."""
         pert, k = self.pert, PAIRS_PER_BLOCK
         out: list[Eps] = []
         for j, (p, low) in enumerate(zip(self.params, self.lowrank)):
@@ -113,7 +171,20 @@ class Noise:
                 out.append((a, randn(k, n_in, pert.rank)))
             else:
                 out.append(randn(k, *p.shape))
-        self._cached = (b, out)
+        return out
+
+    def _table_block(self, b: int) -> list[Eps]:
+        """Block ``b`` read from the table: each pair's window starts at its own offset."""
+        assert self._table is not None
+        table, starts = self._table, self._starts
+        g = torch.Generator()
+        g.manual_seed(_mix(self.pert.seed, self.pert.generation, b, _TABLE_STREAM))
+        span = table.numel() - starts[-1] + 1
+        offsets = torch.randint(0, span, (PAIRS_PER_BLOCK,), generator=g).tolist()
+        out: list[Eps] = []
+        for j, p in enumerate(self.params):
+            parts = [table[o + starts[j] : o + starts[j + 1]] for o in offsets]
+            out.append(torch.stack(parts).view(PAIRS_PER_BLOCK, *p.shape))
         return out
 
     def pairs(self, k0: int, k1: int) -> list[Eps]:
@@ -129,14 +200,21 @@ class Noise:
         """Signed noise of members ``m0 .. m1-1``, ready for a batched forward pass."""
         k0, k1 = m0 // 2, (m1 + 1) // 2
         lo, hi = m0 - 2 * k0, m1 - 2 * k0
-        eps: list[Eps] = []
+        eps: list[Eps | None] = []
+        aligned = lo == 0 and hi % 2 == 0  # whole pairs: full noise can stay per pair
+        pairs: list[Eps | None] = []
         for e in self.pairs(k0, k1):
             if isinstance(e, tuple):  # the sign goes on A only: (-A) B^T = -(A B^T)
                 a, b = e
                 eps.append((_signed(a)[lo:hi], b.repeat_interleave(2, 0)[lo:hi]))
+                pairs.append(None)
+            elif aligned:  # signed lazily: the shared-input layer never needs the copy
+                eps.append(None)
+                pairs.append(e)
             else:
                 eps.append(_signed(e)[lo:hi])
-        return ChunkNoise(self.params, eps, self.pert.sigma)
+                pairs.append(None)
+        return ChunkNoise(self.params, eps, self.pert.sigma, size=m1 - m0, pairs=pairs)
 
 
 class ChunkNoise:
@@ -144,21 +222,33 @@ class ChunkNoise:
 
     ``node`` holds current noise (node perturbation) by ``id`` of the LIF population it
     drives: (c, B, N) held over the sequence or (c, T, B, N) per step, already scaled.
+    ``pairs`` holds, for a chunk of whole antithetic pairs, a full-rank parameter's noise per
+    pair (c/2, *p.shape); its member noise (``eps`` None there) is signed only when asked for.
     """
 
     def __init__(
         self,
         params: list[Tensor],
-        eps: list[Eps],
+        eps: list[Eps | None],
         sigma: float,
         node: dict[int, Tensor] | None = None,
         size: int = 0,
+        pairs: list[Eps | None] | None = None,
     ) -> None:
         self.sigma = sigma
-        self.size = _len(eps[0]) if eps else size
+        self.size = size or (_len(eps[0]) if eps and eps[0] is not None else 0)
         self._index = {id(p): j for j, p in enumerate(params)}
         self._params, self._eps = params, eps
+        self._pairs = pairs or [None] * len(eps)
         self.node = node or {}
+
+    def pair(self, p: Tensor) -> Tensor | None:
+        """Full-rank noise of ``p`` per antithetic pair (c/2, *p.shape): member ``2k`` adds
+        ``+sigma e_k``, ``2k+1`` adds ``-sigma e_k``; None when ``p`` has none or the chunk
+        does not hold whole pairs."""
+        j = self._index.get(id(p))
+        e = None if j is None else self._pairs[j]
+        return e if isinstance(e, Tensor) else None
 
     def current(self, neuron: object, cur: Tensor) -> Tensor:
         """``cur`` (c, B, N) static or (c, T, B, N) plus the chunk's noise on ``neuron``'s
@@ -175,7 +265,12 @@ class ChunkNoise:
     def __getitem__(self, p: Tensor | None) -> Eps | None:
         """The noise of parameter ``p`` (None when ``p`` is not perturbed or is None)."""
         j = self._index.get(id(p)) if p is not None else None
-        return None if j is None else self._eps[j]
+        if j is None:
+            return None
+        e = self._eps[j]
+        if e is None:  # whole pairs, signed on first use
+            e = self._eps[j] = _signed(self._pairs[j])  # type: ignore[arg-type]
+        return e
 
     def weights(self, p: Tensor) -> Tensor:
         """Member values ``p + sigma * eps`` (c, *p.shape); ``p`` broadcast if not perturbed."""

@@ -71,7 +71,9 @@ class QuantisedChunk(ChunkNoise):
     """A chunk's noise whose parametrised weights answer with each member's own weights."""
 
     def __init__(self, chunk: ChunkNoise, entries: list[Entry]) -> None:
-        super().__init__(chunk._params, chunk._eps, chunk.sigma, chunk.node, chunk.size)
+        super().__init__(
+            chunk._params, chunk._eps, chunk.sigma, chunk.node, chunk.size, chunk._pairs
+        )
         self._quant: dict[int, Tensor] = {}
         for w, module in entries:
             found = originals(module)
@@ -84,6 +86,10 @@ class QuantisedChunk(ChunkNoise):
         if p is not None and id(p) in self._quant:
             return self._quant[id(p)]
         return super().__getitem__(p)
+
+    def pair(self, p: Tensor) -> Tensor | None:
+        """None for a parametrised weight: its members are formed, not centre + noise."""
+        return None if id(p) in self._quant else super().pair(p)
 
     def weights(self, p: Tensor) -> Tensor:
         """Member values (c, *p.shape): formed by the parametrisations for a parametrised one."""
