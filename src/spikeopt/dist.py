@@ -217,9 +217,9 @@ class RayObjective:
         """The inner objective's latest centre episodes (control objectives), for inspection."""
         return getattr(self.inner, "last", None)
 
-    def chunk_for(self, model: nn.Module, population: int, batch: Any) -> int:
+    def chunk_for(self, model: nn.Module, source: Source, batch: Any) -> int:
         """The inner objective's chunk size."""
-        return int(self.inner.chunk_for(model, population, batch))
+        return int(self.inner.chunk_for(model, source, batch))
 
     def chunked(self, chunk: int) -> RayObjective:
         """Shards already run in the inner objective's chunks: this objective itself."""
@@ -242,7 +242,7 @@ class RayObjective:
     def _sharded(self, kind: str, model: nn.Module, source: Source, batch: Any) -> list[Any]:
         """``kind`` of every shard, in member order."""
         ray = ensure_ray(self.address)
-        chunk = self.inner.chunk_for(model, source.population, batch)
+        chunk = self.inner.chunk_for(model, source, batch)
         if chunk <= 0:  # any grouping gives the same results: one shard per worker
             chunk = max(2, 2 * math.ceil(source.population / (2 * self.workers)))
         if not self.actors or self._chunk != chunk:

@@ -11,6 +11,7 @@ from spikeopt.population.evaluate import (
     chunk_size,
     evaluate,
     evaluate_samples,
+    full_rank,
     members_of,
 )
 from spikeopt.population.layers import Context, snn_forward, supports
@@ -46,6 +47,7 @@ __all__ = [
     "estimate",
     "evaluate",
     "evaluate_samples",
+    "full_rank",
     "get_shaping",
     "materialize",
     "members_of",

@@ -64,7 +64,7 @@ class Objective(Protocol):
         task has no differentiable loss."""
         ...
 
-    def chunk_for(self, model: nn.Module, population: int, batch: Any) -> int:
+    def chunk_for(self, model: nn.Module, source: Any, batch: Any) -> int:
         """Members per pass of the in-process evaluation, or 0 when how members are grouped
         cannot change their fitness (what shards must align to)."""
         ...

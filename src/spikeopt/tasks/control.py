@@ -162,9 +162,9 @@ class ControlObjective:
         """No differentiable loss: episodic return has no surrogate gradient here."""
         return None
 
-    def chunk_for(self, model: nn.Module, population: int, batch: list[int]) -> int:
+    def chunk_for(self, model: nn.Module, source: Any, batch: list[int]) -> int:
         """``es.chunk``, or 0: a member's return does not depend on how members are batched."""
-        return min(self.cfg.es.chunk, population)
+        return min(self.cfg.es.chunk, source.population)
 
     def chunked(self, chunk: int) -> ControlObjective:
         """This objective stepping ``chunk`` members' environments at a time."""

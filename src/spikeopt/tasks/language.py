@@ -96,7 +96,7 @@ class LanguageObjective:
         """BPTT gradient of the loss on ``batch``."""
         return loss_gradient(model, self.loss, batch)
 
-    def chunk_for(self, model: nn.Module, population: int, batch: Any) -> int:
+    def chunk_for(self, model: nn.Module, source: Any, batch: Any) -> int:
         """No population is evaluated: grouping cannot matter."""
         return 0
 
