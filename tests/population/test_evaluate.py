@@ -12,6 +12,7 @@ from spikeopt.population import (
     Perturbation,
     chunk_size,
     evaluate,
+    full_rank,
     materialize,
     supports,
 )
@@ -184,6 +185,11 @@ def test_auto_chunk_size_fits_the_reference_network_and_the_budget():
     assert chunk_size(model, x[:4], 512, memory_mb=1024) == 64  # never beyond cache-friendly
     assert chunk_size(model, x, 512, memory_mb=1) == 2
     assert chunk_size(model, x, 8, memory_mb=1e6) == 8
+    assert chunk_size(model, x[:4], 512, memory_mb=1024, full_rank=True) == 16  # whole weights
+    assert full_rank(Perturbation(4, 0.1, mode="table")) and full_rank(
+        Perturbation(4, 0.1, mode="full")
+    )
+    assert not full_rank(Perturbation(4, 0.1))
 
 
 def test_nonfinite_members_pass_through_as_nan():
