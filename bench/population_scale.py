@@ -78,8 +78,8 @@ def node_spec(model: nn.Module, population: int, generation: int) -> NodePerturb
 def nodepert_generation(model: nn.Module, spec: NodePerturbation, x: Tensor, y: Tensor) -> None:
     """Per-sample losses of every member, then each layer's current credit (K, B) x (K, B, N)."""
     samples, shared = evaluate_samples(model, spec, (x, y), LOSS)
-    diff = (samples + samples.shape[1] * shared[:, None])[0::2]
-    diff = diff - (samples + samples.shape[1] * shared[:, None])[1::2]
+    credit = samples + samples.shape[1] * shared[:, None]  # (P, B), as methods/nodepert.py
+    diff = credit[0::2] - credit[1::2]
     params = [p for _, p in perturbed(model)]
     noise = NodeNoise(model, params, spec)
     grads = [torch.zeros(shape) for shape in spec.shapes]

@@ -13,6 +13,7 @@ from spikeopt.population.evaluate import (
     evaluate_samples,
     full_rank,
     members_of,
+    members_per_pass,
 )
 from spikeopt.population.layers import Context, snn_forward, supports
 from spikeopt.population.node import NodeNoise, NodePerturbation, split_pairs
@@ -51,6 +52,7 @@ __all__ = [
     "get_shaping",
     "materialize",
     "members_of",
+    "members_per_pass",
     "perturbed",
     "snn_forward",
     "split_pairs",

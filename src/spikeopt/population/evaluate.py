@@ -70,6 +70,16 @@ def full_rank(source: Source) -> bool:
     return isinstance(source, Perturbation) and source.mode != "lowrank"
 
 
+def members_per_pass(
+    model: nn.Module, x: Tensor, source: Source, chunk: int, memory_mb: float
+) -> int:
+    """The chunk ``evaluate`` runs ``source`` in: ``chunk`` when set, else :func:`chunk_size`
+    (capped for full-rank members), never more than the population (shards align to it)."""
+    n = source.population
+    size = chunk if chunk > 0 else chunk_size(model, x, n, memory_mb, full_rank(source))
+    return max(1, min(size, n))
+
+
 def members_of(model: nn.Module, source: Source) -> Noise | Offsets | NodeNoise:
     """What hands out chunks of member noise for ``source`` (checked against ``model``)."""
     params = [p for _, p in perturbed(model)]
@@ -156,9 +166,7 @@ def _chunks(
     ``weighted``, while the loss's weight terms read every member's own run weights)."""
     named = perturbed(model)
     noise = members_of(model, pert)
-    full = full_rank(pert)
-    size = chunk if chunk > 0 else chunk_size(model, x, pert.population, memory_mb, full)
-    size = max(1, min(size, pert.population))
+    size = members_per_pass(model, x, pert, chunk, memory_mb)
     fast = supports(model)
     vmapped = None if fast else VmapForward(model, named, x, randomness)
     shared: dict[Any, Tensor] = {}  # computed once per generation, reused by every chunk

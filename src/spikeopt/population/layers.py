@@ -85,6 +85,15 @@ def linear_current(fc: nn.Linear, h: Tensor, shared: bool, ctx: Context) -> Tens
     return cur if bias is None else cur + bias
 
 
+def _shared_base(fc: nn.Linear, h: Tensor, ctx: Context) -> Tensor:
+    """``x W^T`` (M, N) of the shared input: the same for every member of the generation, so
+    computed by the first chunk and cached for the rest."""
+    key = ("linear", id(fc))
+    if key not in ctx.shared:
+        ctx.shared[key] = h @ fc.weight.T
+    return ctx.shared[key]
+
+
 def _shared_pair_current(
     fc: nn.Linear, h: Tensor, pair: Tensor, ctx: Context, bias: Tensor | None
 ) -> Tensor:
@@ -92,10 +101,7 @@ def _shared_pair_current(
     ``+-sigma x E_k^T``, so each pair's product is computed once and no member's weight
     matrix is ever formed."""
     k, (n, d) = pair.shape[0], fc.weight.shape
-    key = ("linear", id(fc))
-    if key not in ctx.shared:
-        ctx.shared[key] = h @ fc.weight.T
-    base = ctx.shared[key]  # (M, N)
+    base = _shared_base(fc, h, ctx)  # (M, N)
     z = (h @ pair.view(k * n, d).T).view(-1, k, n).transpose(0, 1)  # (K, M, N), one GEMM
     cur = h.new_empty(2 * k, *base.shape)
     torch.add(base, z, alpha=ctx.noise.sigma, out=cur[0::2])
@@ -106,10 +112,7 @@ def _shared_pair_current(
 def _shared_lowrank_current(fc: nn.Linear, h: Tensor, ctx: Context, bias: Tensor | None) -> Tensor:
     """``x W^T`` (cached for the generation) + each bias + ``sigma (x B_i) A_i^T`` in place."""
     c, sigma, e = ctx.noise.size, ctx.noise.sigma, ctx.noise[fc.weight]
-    key = ("linear", id(fc))
-    if key not in ctx.shared:  # the same for every member of the generation
-        ctx.shared[key] = h @ fc.weight.T
-    base = ctx.shared[key]
+    base = _shared_base(fc, h, ctx)
     cur = base.expand(c, *base.shape).clone() if bias is None else base + bias
     if isinstance(e, tuple):
         a, b = e  # x @ [B_1 .. B_c] in one matmul: (M, D) @ (D, c*r)

@@ -27,6 +27,7 @@ held in memory at a time.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -137,14 +138,12 @@ class Noise:
         self.params, self.pert = list(params), pert
         self.lowrank = [pert.mode == "lowrank" and p.dim() >= 2 for p in params]
         self._cached: tuple[int, list[Eps]] | None = None
+        # table mode: parameter j's noise is entries starts[j]:starts[j+1] of a pair's window
+        self._starts = [0, *itertools.accumulate(p.numel() for p in self.params)]
         self._table: Tensor | None = None
         if pert.mode == "table" and self.params:
-            n = sum(p.numel() for p in self.params)
-            p0 = self.params[0]
+            p0, n = self.params[0], self._starts[-1]
             self._table = noise_table(pert.seed, table_size(n, pert.table), p0.device, p0.dtype)
-            self._starts = [0]
-            for p in self.params:
-                self._starts.append(self._starts[-1] + p.numel())
 
     def _block(self, b: int) -> list[Eps]:
         """Pair noise of block ``b``: one entry per parameter, leading axis PAIRS_PER_BLOCK."""

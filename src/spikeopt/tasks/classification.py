@@ -25,7 +25,7 @@ from spikeopt import config as C
 from spikeopt.functional.loss import Loss, make_loss
 from spikeopt.nn import build_model, fluct_init
 from spikeopt.nn.quant import apply_hw
-from spikeopt.population import Source, chunk_size, evaluate_samples, full_rank
+from spikeopt.population import Source, evaluate_samples, members_per_pass
 from spikeopt.population import evaluate as population_fitness
 from spikeopt.tasks.base import Batch, ModelFn, Row, Step, call_factory, check_model, loss_gradient
 from spikeopt.tasks.datasets import (
@@ -70,10 +70,7 @@ class ClassificationObjective:
     def chunk_for(self, model: nn.Module, source: Source, batch: tuple[Tensor, Tensor]) -> int:
         """Members per batched pass of the in-process evaluation (shards align to it: the
         same shapes give bit-identical fitness)."""
-        c, n = self.cfg, source.population
-        full = full_rank(source)  # as evaluate() sizes the same source's chunks
-        size = c.chunk if c.chunk > 0 else chunk_size(model, batch[0], n, c.memory_mb, full)
-        return max(1, min(size, n))
+        return members_per_pass(model, batch[0], source, self.cfg.chunk, self.cfg.memory_mb)
 
     def chunked(self, chunk: int) -> ClassificationObjective:
         """This objective evaluating in chunks of exactly ``chunk`` members."""
