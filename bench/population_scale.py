@@ -9,7 +9,11 @@ interleaved windows (the sizes and methods alternate, so load from elsewhere hit
 * ``nodepert``: node perturbation on the same batched path -- held current noise on both
   layers (``NodePerturbation``), every member's per-sample losses
   (``population.evaluate_samples``), and the per-sample credit of each layer's current noise
-  regenerated pair block by pair block, as ``methods/nodepert.py`` does.
+  regenerated pair block by pair block, as ``methods/nodepert.py`` does with
+  ``nodepert.credit=noise``;
+* ``nodepert-act``: the same members with the default ``credit=activity`` -- each pair's
+  measured current change recorded at both layers and the per-sample ridge least squares
+  (``methods.nodepert.least_squares``).
 
 Peak memory is the peak resident-set increase of one generation (first call at each size,
 after releasing what earlier calls left), so P = 4096's figure is what the population costs
@@ -49,6 +53,7 @@ from population import (
     reference_model,
 )
 
+from spikeopt.methods.nodepert import least_squares
 from spikeopt.population import (
     PAIRS_PER_BLOCK,
     NodeNoise,
@@ -90,10 +95,21 @@ def nodepert_generation(model: nn.Module, spec: NodePerturbation, x: Tensor, y: 
             g += torch.einsum("kb,kbn->bn", diff[k0:k1].to(xi.dtype), xi)
 
 
+def activity_generation(model: nn.Module, spec: NodePerturbation, x: Tensor, y: Tensor) -> None:
+    """Per-sample losses and each pair's recorded current change, then the least squares."""
+    activity: list[Tensor] = []
+    samples, shared = evaluate_samples(model, spec, (x, y), LOSS, activity=activity)
+    credit = samples + samples.shape[1] * shared[:, None]
+    diff = credit[0::2] - credit[1::2]
+    for changes in activity:
+        least_squares(diff / 2, changes, 0.1)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="512,4096", help="population sizes, comma-separated")
-    ap.add_argument("--methods", default="es,nodepert", help="es and/or nodepert")
+    ap.add_argument("--methods", default="es,nodepert,nodepert-act",
+                    help="es, nodepert and/or nodepert-act")  # fmt: skip
     ap.add_argument("--repeats", type=int, default=3, help="interleaved rounds (median)")
     ap.add_argument("--window-members", type=int, default=4096, help="members per window")
     ap.add_argument("--threads", type=int, help="torch.set_num_threads")
@@ -116,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
             es_generation(model, gens(pop, "lowrank"), x, y)
         else:
             gens.gen += 1
-            nodepert_generation(model, node_spec(model, pop, gens.gen), x, y)
+            credit = nodepert_generation if method == "nodepert" else activity_generation
+            credit(model, node_spec(model, pop, gens.gen), x, y)
 
     cells = [(m, p) for m in methods for p in sizes]
     mem: dict[tuple[str, int], float] = {}

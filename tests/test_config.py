@@ -28,7 +28,7 @@ from spikeopt.functional.surrogate import SURROGATES
 from spikeopt.methods import METHODS
 from spikeopt.methods.base import OPTIMIZERS
 from spikeopt.methods.cma_es import CMA_DIAGONAL
-from spikeopt.methods.nodepert import CONV, NOISE, SIGMA_MODES, SPLIT
+from spikeopt.methods.nodepert import CONV, CREDIT, NOISE, SIGMA_MODES, SPLIT
 from spikeopt.methods.reinforce import BASELINES, NORMALIZE
 from spikeopt.methods.strategy import SIGMA_SCHEDULES
 from spikeopt.nn.layers import INITS, NORMS, POOLS
@@ -161,6 +161,7 @@ REGISTRIES: dict[str, Any] = {
     "nodepert.noise": NOISE,
     "nodepert.conv": CONV,
     "nodepert.split": SPLIT,
+    "nodepert.credit": CREDIT,
     "hybrid.shaping": SHAPINGS,
     "optim.name": OPTIMIZERS,
     "sched.name": LR_SCHEDULES,

@@ -58,6 +58,7 @@ NodeSigmaMode = Literal["relative", "absolute"]
 NodeNoiseMode = Literal["held", "step"]
 NodeConvMode = Literal["weight", "node"]
 NodeSplit = Literal["joint", "layer"]
+NodeCredit = Literal["activity", "noise"]
 RLNormalize = Literal["returns", "advantages", "none"]
 RLBaseline = Literal["ema", "none"]
 OptimName = Literal["adam", "adamw", "sgd"]
@@ -231,6 +232,12 @@ class NodePertConfig:
     split: NodeSplit = doc(
         "joint", "joint: every pair perturbs every layer; layer: each pair one layer, ~sqrt(dim)"
     )
+    credit: NodeCredit = doc(
+        "activity",
+        "activity: per-sample least squares of loss on each layer's measured current change; "
+        "noise: on the injected noise",
+    )
+    ridge: float = doc(0.1, "activity: ridge of the least squares, x the changes' mean square")
 
 
 @dataclass
@@ -580,6 +587,7 @@ RANGES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "trainer.epochs": (_at_least(1), ">= 1"),
     "trainer.steps_per_epoch": (_at_least(0), ">= 0 (0 = one pass over the training set)"),
     "es.rank": (_at_least(1), ">= 1"),
+    "nodepert.ridge": (_finite_positive, "a finite number > 0"),
     "es.chunk": (_at_least(0), ">= 0 (0 = automatic)"),
     "es.memory_mb": (_finite_positive, "> 0"),
     "es.workers": (_at_least(0), ">= 0 (0 = in this process)"),

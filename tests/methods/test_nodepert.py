@@ -9,7 +9,7 @@ import torch
 from spikeopt.config import Config, ConfigError, apply
 from spikeopt.functional.loss import make_loss
 from spikeopt.methods import make_method
-from spikeopt.methods.nodepert import node_layers
+from spikeopt.methods.nodepert import least_squares, node_layers
 from spikeopt.methods.strategy import cosine
 from spikeopt.nn import build_model
 from spikeopt.population import NodeNoise, NodePerturbation, evaluate_samples, perturbed
@@ -48,7 +48,8 @@ def test_estimate_converges_to_the_true_gradient_of_a_smooth_layer(digits, noise
     errors = []
     for population in (64, 256, 1024):
         _, model, loss, method, state = _setup(**{"model.hidden": [], "es.population": population,
-                                                  "nodepert.noise": noise})  # fmt: skip
+                                                  "nodepert.noise": noise,
+                                                  "nodepert.credit": "noise"})  # fmt: skip
         s, v = model(digits[0])
         true = torch.autograd.grad(loss(s, v, digits[1])[0], list(model.parameters()))
         est, _ = _estimate(method, state, digits)
@@ -152,3 +153,110 @@ def test_split_gives_each_pair_one_layer_in_proportion_to_sqrt_dim(digits):
     own = torch.tensor([0, 0, 1, 1, 0, 0, 0, 0], dtype=torch.bool)  # members of pair 1 -> readout
     assert hidden[own].abs().sum() == 0 and readout[~own].abs().sum() == 0
     assert hidden[~own].abs().sum() > 0 and readout[own].abs().sum() > 0
+
+
+def test_least_squares_recovers_a_gradient_the_changes_span():
+    gen = torch.Generator().manual_seed(0)
+    g = torch.randn(5, 10, generator=gen, dtype=torch.float64)  # (B, N)
+    changes = torch.randn(16, 5, 10, generator=gen, dtype=torch.float64)  # K >= N: determined
+    d = torch.einsum("kbn,bn->kb", changes, g)
+    assert torch.allclose(least_squares(d, changes, 1e-9), g, atol=1e-6)
+    few = changes[:4]  # K < N: the minimum-norm solution, g projected onto the changes' span
+    est = least_squares(torch.einsum("kbn,bn->kb", few, g), few, 1e-9)
+    for b in range(5):
+        q, _ = torch.linalg.qr(few[:, b].T)
+        assert torch.allclose(est[b], q @ (q.T @ g[b]), atol=1e-6)
+    step = changes.view(16, 5, 2, 5).transpose(1, 2)  # (K, T, B, N): per-sample rows span T x N
+    est = least_squares(d, step, 1e-9)
+    assert est.shape == (5, 2, 5) and torch.allclose(est.flatten(1), g, atol=1e-6)
+    # K x K (pairs <= currents) and M x M (more pairs) solves give the same ridge solution
+    noisy = d + 0.1 * torch.randn(d.shape, generator=gen, dtype=torch.float64)
+    for k in (10, 11):
+        wide = least_squares(noisy[:k], changes[:k], 0.3)
+        narrow = least_squares(noisy[:k], changes[:k, :, :k - 1], 0.3)  # M = k-1 < K: M x M
+        a = changes[:k, :, : k - 1].permute(1, 0, 2)  # reference: the primal formula per sample
+        lam = 0.3 * a.pow(2).sum((1, 2)) / k
+        ref = torch.linalg.solve(a.transpose(1, 2) @ a + lam[:, None, None] * torch.eye(k - 1),
+                                 a.transpose(1, 2) @ noisy[:k].T[..., None]).squeeze(-1)  # fmt: skip
+        assert torch.allclose(narrow, ref, atol=1e-9) and wide.shape == (5, 10)
+        dual = a.transpose(1, 2) @ torch.linalg.solve(a @ a.transpose(1, 2) + lam[:, None, None]
+                                                      * torch.eye(k), noisy[:k].T[..., None])  # fmt: skip
+        assert torch.allclose(narrow, dual.squeeze(-1), atol=1e-9)
+
+
+@pytest.mark.parametrize("noise", ["held", "step"])
+def test_activity_credit_recovers_the_readout_gradient_from_few_pairs(digits, noise):
+    # on the smooth readout the loss is a function of its 10 currents: 16 pairs measure every
+    # direction, so the per-sample least squares is (nearly) the exact gradient, where the
+    # injected-noise estimate from the same members is still noisy
+    cos = {}
+    for credit in ("activity", "noise"):
+        _, model, loss, method, state = _setup(**{"model.hidden": [], "es.population": 32,
+                                                  "nodepert.noise": noise,
+                                                  "nodepert.credit": credit})  # fmt: skip
+        s, v = model(digits[0])
+        true = torch.autograd.grad(loss(s, v, digits[1])[0], list(model.parameters()))
+        est, _ = _estimate(method, state, digits)
+        cos[credit] = cosine(est, list(true))
+    assert cos["activity"] > (0.99 if noise == "held" else 0.95) > cos["noise"], cos
+
+
+def test_activity_credit_takes_out_the_noise_of_earlier_layers(digits):
+    # a hidden layer's noise reaches the readout's current; regressing on the measured change
+    # there credits the readout far better than its own injected noise does
+    cos = {}
+    for credit in ("activity", "noise"):
+        _, _, _, method, state = _setup(**{"model.hidden": [64], "es.population": 32,
+                                           "nodepert.credit": credit})  # fmt: skip
+        est, _ = _estimate(method, state, digits)
+        true = method.objective.gradient(state.model, digits)
+        cos[credit] = cosine(est[-2:], true[-2:])  # the readout's weight and bias
+    assert cos["activity"] > cos["noise"] + 0.1, cos
+
+
+@pytest.mark.parametrize("arch", ["mlp", "rsnn"])
+def test_recorded_activity_is_each_pairs_measured_current_change(digits, arch):
+    _, model, loss, _, _ = _setup(**{"model.hidden": [12], "model.arch": arch, "es.population": 6,
+                                     "model.readout": "lif", "loss.name": "ce_count"})  # fmt: skip
+    params = [p for _, p in perturbed(model)]
+    layers = node_layers(model, "weight")
+    spec = NodePerturbation(6, tuple(layers), (0.3, 0.2), ((64, 12), (64, 10)), seed=5,
+                            generation=2)  # fmt: skip
+    got = {}
+    for chunk in (2, 3, 6):  # odd chunks split pairs: the sums must not care
+        activity: list[torch.Tensor] = []
+        evaluate_samples(model, spec, digits, loss, chunk=chunk, activity=activity)
+        got[chunk] = activity
+    noise = NodeNoise(model, params, spec)
+    currents = []
+    for m in range(6):  # the reference: the plain model, noise added, its currents recorded
+        xi = noise.members(m, m + 1).node
+        seen, handles = {}, []
+        for i in layers:
+            e = xi[id(model.layers[i].neuron)][0]
+
+            def hook(mod, a, out, e=e, i=i, seen=seen):
+                seen[i] = out + (e if out.dim() == 2 else e[:, None])
+                return seen[i]
+
+            handles.append(model.layers[i].fc.register_forward_hook(hook))
+        with torch.no_grad():
+            s, _ = model(digits[0])
+        for h in handles:
+            h.remove()
+        if arch == "rsnn":  # the recurrent layer's current also has V s[t-1]
+            prev = torch.nn.functional.pad(s[0][:, :-1], (0, 0, 1, 0))
+            seen[0] = seen[0].unsqueeze(1) + model.layers[0].rec(prev)  # static (B, N) + (B, T, N)
+        currents.append([c if c.dim() == 2 else c.mean(1) for c in (seen[i] for i in layers)])
+    for j in range(len(layers)):
+        ref = torch.stack([(currents[2 * k][j] - currents[2 * k + 1][j]) / 2 for k in range(3)])
+        for chunk, activity in got.items():
+            assert torch.allclose(activity[j], ref, atol=1e-5), (j, chunk)
+
+
+def test_activity_credit_is_refused_with_ray_workers_and_a_bad_ridge():
+    for over, match in (({"es.workers": 2}, "nodepert.credit=noise"),
+                        ({"nodepert.ridge": 0.0}, "nodepert.ridge")):  # fmt: skip
+        cfg = apply(Config(), {**DIGITS, **over})
+        with pytest.raises(ConfigError, match=match):
+            make_method(cfg, make_loss(cfg.loss))

@@ -132,9 +132,14 @@ def evaluate_samples(
     loss: Any,
     chunk: int = 0,
     memory_mb: float = DEFAULT_MEMORY_MB,
+    activity: list[Tensor] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Every member's loss split per sample: ``samples`` (P, B) and ``shared`` (P,) with
-    ``loss = samples.mean(1) + shared`` (``loss.per_sample``; float64, on the CPU)."""
+    ``loss = samples.mean(1) + shared`` (``loss.per_sample``; float64, on the CPU).
+
+    With ``activity`` (a list, node perturbation only), each pair's half difference of its
+    members' whole current at every node layer is appended to it, one (K, *shape) per layer
+    (:meth:`~spikeopt.population.node.NodeNoise.record`)."""
     x, y = batch
     samples = torch.empty(pert.population, x.shape[0], dtype=torch.float64)
     shared = torch.empty(pert.population, dtype=torch.float64)
@@ -143,7 +148,7 @@ def evaluate_samples(
         s, r = loss.per_sample(spikes, mems, y)
         samples[m0:m1], shared[m0:m1] = s.double().cpu(), r.double().cpu()
 
-    _chunks(model, pert, x, score, chunk, memory_mb, "same", _weighted(loss))
+    _chunks(model, pert, x, score, chunk, memory_mb, "same", _weighted(loss), activity)
     return samples, shared
 
 
@@ -161,11 +166,17 @@ def _chunks(
     memory_mb: float,
     randomness: str,
     weighted: bool = False,
+    activity: list[Tensor] | None = None,
 ) -> None:
     """Run the members chunk by chunk and hand each chunk's outputs to ``score`` (with
-    ``weighted``, while the loss's weight terms read every member's own run weights)."""
+    ``weighted``, while the loss's weight terms read every member's own run weights; with
+    ``activity``, recording node layers' currents into it)."""
     named = perturbed(model)
     noise = members_of(model, pert)
+    if activity is not None:
+        if not isinstance(noise, NodeNoise):
+            raise ValueError("activity is recorded for node perturbations only")
+        activity.extend(noise.record())
     size = members_per_pass(model, x, pert, chunk, memory_mb)
     fast = supports(model)
     vmapped = None if fast else VmapForward(model, named, x, randomness)

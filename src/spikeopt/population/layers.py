@@ -188,16 +188,22 @@ def recurrent_layer(
     flat = x.reshape(-1, x.shape[-1]) if shared else x.reshape(c, -1, x.shape[-1])
     drive = linear_current(layer.fc, flat, shared, ctx).reshape(c, *lead, -1)
     p, fn = neuron_params(layer.neuron, ctx), layer.neuron.spike_fn
-    drive = ctx.noise.current(layer.neuron, drive)
+    drive = ctx.noise.current(layer.neuron, drive, whole=False)
     static = drive.dim() == 3  # step noise makes a static drive change every step
     i0 = drive if static else drive[:, 0]  # (c, B, N)
     state, s = LIFState(torch.full_like(i0, p.v_rest)), torch.zeros_like(i0)
-    spikes, mems = [], []
+    spikes, mems, recs = [], [], []
+    tapped = id(layer.neuron) in ctx.noise.taps  # the recorded current includes V s[t-1]
     for t in range(steps):  # the reference step: the recurrence needs a bmm every step anyway
         rec = member_matmul(s, layer.rec.weight, ctx)
         s, state = lif_step((drive if static else drive[:, t]) + rec, state, p, fn)
         spikes.append(s)
         mems.append(state.v)
+        if tapped:
+            recs.append(rec)
+    if tapped:
+        whole = (drive.unsqueeze(1) if static else drive) + torch.stack(recs, 1)
+        ctx.noise.seen(layer.neuron, whole)
     return torch.stack(spikes, 1), torch.stack(mems, 1)
 
 

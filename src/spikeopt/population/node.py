@@ -16,7 +16,7 @@ estimator regenerates exactly what the members ran.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -93,6 +93,16 @@ class NodeNoise:
         self.node = Noise(virtual, unit)
         self.wparams = [params[j] for j in spec.weight_params]
         self.weights = Noise(self.wparams, spec.weights) if spec.weights is not None else None
+        self.activity: list[Tensor] = []  # per node layer, filled once record() is called
+
+    def record(self) -> list[Tensor]:
+        """From now on, sum each pair's half difference of its members' whole current at every
+        node layer, ``(I_{2k} - I_{2k+1}) / 2``, into the returned tensors (K, *shape): the
+        current change the pair measured there -- its own noise plus what the noise of the
+        layers before it did to the layer's input (activity credit)."""
+        pairs = self.population // 2
+        self.activity = [self.node.params[0].new_zeros(pairs, *s) for s in self.spec.shapes]
+        return self.activity
 
     def pairs(self, k0: int, k1: int) -> list[Tensor]:
         """Unit current noise of pairs ``k0 .. k1-1``, one (K, *shape) tensor per node layer."""
@@ -113,7 +123,22 @@ class NodeNoise:
             torch.mul(e, sigma, out=signed[0::2])
             torch.mul(e, -sigma, out=signed[1::2])
             node[id(neuron)] = signed[m0 - 2 * k0 : m1 - 2 * k0]
+        taps = {id(n): self._tap(a, m0, m1) for n, a in zip(self.neurons, self.activity)}
         if self.weights is None:
-            return ChunkNoise([], [], 1.0, node, size=m1 - m0)
+            return ChunkNoise([], [], 1.0, node, size=m1 - m0, taps=taps)
         w = self.weights.members(m0, m1)
-        return ChunkNoise(self.wparams, w._eps, w.sigma, node, w.size, w._pairs)
+        return ChunkNoise(self.wparams, w._eps, w.sigma, node, w.size, w._pairs, taps)
+
+    @staticmethod
+    def _tap(into: Tensor, m0: int, m1: int) -> Callable[[Tensor], None]:
+        """What adds members ``m0 .. m1-1``'s current (c, B, N) or (c, T, B, N) into the pair
+        sums ``into`` (K, B, N) held (the time mean) or (K, T, B, N) per step."""
+        members = torch.arange(m0, m1, device=into.device)
+        half = 0.5 - (members % 2).to(into.dtype)  # +1/2 for member 2k, -1/2 for 2k+1
+
+        def tap(cur: Tensor) -> None:
+            if into.dim() == 3 and cur.dim() == 4:  # held: the current's mean over time
+                cur = cur.mean(1)
+            into.index_add_(0, members // 2, cur * half.view(-1, *[1] * (cur.dim() - 1)))
+
+        return tap

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -223,6 +223,8 @@ class ChunkNoise:
     drives: (c, B, N) held over the sequence or (c, T, B, N) per step, already scaled.
     ``pairs`` holds, for a chunk of whole antithetic pairs, a full-rank parameter's noise per
     pair (c/2, *p.shape); its member noise (``eps`` None there) is signed only when asked for.
+    ``taps`` holds, by the same ``id``, what records the members' whole current there
+    (node perturbation's activity credit).
     """
 
     def __init__(
@@ -233,8 +235,10 @@ class ChunkNoise:
         node: dict[int, Tensor] | None = None,
         size: int = 0,
         pairs: list[Eps | None] | None = None,
+        taps: dict[int, Callable[[Tensor], None]] | None = None,
     ) -> None:
         self.sigma = sigma
+        self.taps = taps or {}  # by id of a LIF population: what records its members' current
         self.size = size or (_len(eps[0]) if eps and eps[0] is not None else 0)
         self._index = {id(p): j for j, p in enumerate(params)}
         self._params, self._eps = params, eps
@@ -249,17 +253,29 @@ class ChunkNoise:
         e = None if j is None else self._pairs[j]
         return e if isinstance(e, Tensor) else None
 
-    def current(self, neuron: object, cur: Tensor) -> Tensor:
+    def current(self, neuron: object, cur: Tensor, whole: bool = True) -> Tensor:
         """``cur`` (c, B, N) static or (c, T, B, N) plus the chunk's noise on ``neuron``'s
-        current (``cur`` itself when it has none)."""
+        current (``cur`` itself when it has none). ``whole``: the result is the neuron's whole
+        current, handed to its tap (recorded activity) if it has one; a layer that adds more
+        afterwards (recurrence) passes False and calls :meth:`seen` with the total."""
         xi = self.node.get(id(neuron))
         if xi is None:
             return cur
         if xi.dim() == cur.dim():  # held noise on a static current, or step noise on a stepped
-            return cur + xi
-        if xi.dim() > cur.dim():  # step noise: a static current now changes every step
-            return cur.unsqueeze(1) + xi
-        return cur + xi.unsqueeze(1)  # held noise, the same at every step
+            out = cur + xi
+        elif xi.dim() > cur.dim():  # step noise: a static current now changes every step
+            out = cur.unsqueeze(1) + xi
+        else:
+            out = cur + xi.unsqueeze(1)  # held noise, the same at every step
+        if whole:
+            self.seen(neuron, out)
+        return out
+
+    def seen(self, neuron: object, cur: Tensor) -> None:
+        """Hand the members' whole noised current of ``neuron`` to its tap, if it has one."""
+        tap = self.taps.get(id(neuron))
+        if tap is not None:
+            tap(cur)
 
     def __getitem__(self, p: Tensor | None) -> Eps | None:
         """The noise of parameter ``p`` (None when ``p`` is not perturbed or is None)."""

@@ -72,8 +72,9 @@ class QuantisedChunk(ChunkNoise):
 
     def __init__(self, chunk: ChunkNoise, entries: list[Entry]) -> None:
         super().__init__(
-            chunk._params, chunk._eps, chunk.sigma, chunk.node, chunk.size, chunk._pairs
-        )
+            chunk._params, chunk._eps, chunk.sigma, chunk.node, chunk.size, chunk._pairs,
+            chunk.taps,
+        )  # fmt: skip
         self._quant: dict[int, Tensor] = {}
         for w, module in entries:
             found = originals(module)

@@ -60,12 +60,16 @@ class ClassificationObjective:
         )
 
     def sample_losses(
-        self, model: nn.Module, source: Source, batch: tuple[Tensor, Tensor]
+        self,
+        model: nn.Module,
+        source: Source,
+        batch: tuple[Tensor, Tensor],
+        activity: list[Tensor] | None = None,
     ) -> tuple[Tensor, Tensor]:
         """Every member's loss per sample (P, B) and its batch-level rest (P,) (per-sample
-        credit: :func:`spikeopt.population.evaluate_samples`)."""
+        credit: :func:`spikeopt.population.evaluate_samples`, which also fills ``activity``)."""
         c = self.cfg
-        return evaluate_samples(model, source, batch, self.loss, c.chunk, c.memory_mb)
+        return evaluate_samples(model, source, batch, self.loss, c.chunk, c.memory_mb, activity)
 
     def chunk_for(self, model: nn.Module, source: Source, batch: tuple[Tensor, Tensor]) -> int:
         """Members per batched pass of the in-process evaluation (shards align to it: the
