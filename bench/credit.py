@@ -1,0 +1,126 @@
+"""How much each forward pass teaches: per-layer cosine of zeroth-order estimates with BPTT's.
+
+A recipe's network is first trained a little by BPTT (``--warm-epochs`` epochs of the recipe's
+data at its batch size, so the gradient is neither the random-init one nor ~0), then, per
+variant (``name=key=value,key=value`` settings on top of the recipe), ``--batches`` generations
+are run on the same batches from the same weights *without* applying them: each generation's
+estimate is compared with the surrogate gradient on its batch, layer by layer (mean over the
+batches). The default variants are node perturbation's two credits on the recipe's members.
+The surrogate gradient is a proxy for the hard-spike network's true one (it is biased most for
+the layers furthest from the loss), so read the cosines as ratios between variants.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/credit.py cifar10-es-repeat-big --threads 1 \\
+        --set data.root=../shared/data/cifar10-jpg.tar.gz
+    OMP_NUM_THREADS=1 .venv/bin/python bench/credit.py mnist1d-es --threads 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import environment, markdown_table, write_json
+
+from spikeopt import api
+from spikeopt.config import parse_overrides
+from spikeopt.methods.strategy import Generation, cosine
+from spikeopt.population import perturbed
+from spikeopt.train.experiment import build
+
+DEFAULT_VARIANTS = ["noise=nodepert.credit=noise", "activity=nodepert.credit=activity"]
+
+
+def settings(text: str) -> dict[str, Any]:
+    """``key=value,key=value`` as overrides (values parsed as on the command line)."""
+    return parse_overrides([kv for kv in text.split(",") if kv])
+
+
+def warm_weights(recipe: str, base: dict[str, Any], epochs: int) -> dict[str, torch.Tensor]:
+    """The recipe's network after ``epochs`` epochs of BPTT at Adam 2e-3."""
+    over = {**base, "method.name": "surrogate", "trainer.steps_per_epoch": 0, "optim.lr": 2e-3,
+            "sched.name": "none"}  # fmt: skip
+    exp = build(api.resolve(recipe, over))
+    for epoch in range(epochs):
+        for batch in exp.task.batches(epoch):
+            exp.state, _ = exp.method.step(exp.state, batch.data)
+    return {k: v.clone() for k, v in exp.model.state_dict().items()}
+
+
+def layer_cosines(recipe: str, over: dict[str, Any], warm: dict[str, torch.Tensor],
+                  batches: int) -> tuple[dict[str, float], float]:  # fmt: skip
+    """Mean per-layer cosine of the method's estimate with the surrogate gradient, and the
+    seconds per generation."""
+    exp = build(api.resolve(recipe, over))
+    exp.model.load_state_dict(warm)
+    names = {id(p): n for n, p in exp.model.named_parameters()}
+    sums: dict[str, float] = {}
+    seconds = 0.0
+    method, state = exp.method, exp.state
+    for i, batch in enumerate(exp.task.batches(0)):
+        if i >= batches:
+            break
+        state.model.train()
+        gen = Generation(batch.data, [p for _, p in perturbed(state.model)])
+        t0 = time.perf_counter()
+        method.centre(state, gen)  # type: ignore[attr-defined]
+        gen.source = method.ask(state, gen)  # type: ignore[attr-defined]
+        gen.fitness = method.evaluate(state, gen)  # type: ignore[attr-defined]
+        estimate = method.tell(state, gen)  # type: ignore[attr-defined]
+        seconds += time.perf_counter() - t0
+        true = method.objective.gradient(state.model, gen.batch)  # type: ignore[attr-defined]
+        groups: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+        for p, e, g in zip(gen.params, estimate, true):
+            layer = ".".join(names[id(p)].split(".")[:2])  # layers.<i>
+            a, b = groups.setdefault(layer, ([], []))
+            a.append(e)
+            b.append(g)
+        for layer, (a, b) in groups.items():
+            sums[layer] = sums.get(layer, 0.0) + cosine(a, b) / batches
+    return sums, seconds / batches
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("recipe")
+    ap.add_argument("--variants", nargs="*", default=DEFAULT_VARIANTS,
+                    help="name=key=value,key=value ... (on top of the recipe)")  # fmt: skip
+    ap.add_argument("--set", action="append", default=[], help="key=value for every run")
+    ap.add_argument("--warm-epochs", type=int, default=3)
+    ap.add_argument("--batches", type=int, default=8, help="generations per variant")
+    ap.add_argument("--threads", type=int, help="torch.set_num_threads")
+    ap.add_argument("--json", help="also write the results to this JSON file")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    base = settings(",".join(args.set))
+    warm = warm_weights(args.recipe, base, args.warm_epochs)
+    results: dict[str, Any] = {}
+    for variant in args.variants:
+        name, _, text = variant.partition("=")
+        cos, sec = layer_cosines(args.recipe, {**base, **settings(text)}, warm, args.batches)
+        results[name] = {"cosines": cos, "seconds_per_generation": sec, "settings": text}
+        print(f"{name}: {sec * 1000:.0f} ms/generation", file=sys.stderr, flush=True)
+    layers = sorted({layer for r in results.values() for layer in r["cosines"]})
+    rows = [
+        [name, *(f"{r['cosines'].get(layer, float('nan')):.3f}" for layer in layers),
+         f"{r['seconds_per_generation'] * 1000:.0f}"]
+        for name, r in results.items()
+    ]  # fmt: skip
+    env = environment(("torch", "spikeopt"))
+    print(f"# per-layer cosine with the surrogate gradient: {args.recipe}, {args.warm_epochs} "
+          f"BPTT epochs of warm-up, mean over {args.batches} batches; torch "
+          f"{env['versions']['torch']}, {env['torch_threads']} thread(s)\n")  # fmt: skip
+    print(markdown_table(["variant", *layers, "ms / generation"], rows))
+    if args.json:
+        write_json(args.json, {"env": env, "recipe": args.recipe, "results": results})
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
