@@ -61,6 +61,16 @@ def test_the_converted_model_is_a_normal_run_folder(run_dir: Path, tmp_path: Pat
     assert nir_file.stat().st_size > 0
 
 
+def test_resuming_the_converted_model_says_it_is_not_a_run(run_dir: Path):
+    snn = run_dir / "snn"
+    before = {f.name: f.stat().st_mtime_ns for f in snn.iterdir()}
+    cli = [sys.executable, "-m", "spikeopt.cli", "run", "digits-conversion", "--resume", str(snn)]
+    done = subprocess.run(cli, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "nothing to resume" in done.stderr and f"--resume {run_dir}" in done.stderr
+    assert {f.name: f.stat().st_mtime_ns for f in snn.iterdir()} == before  # nothing written
+
+
 def test_a_model_it_cannot_convert_is_refused_before_anything_is_written(tmp_path: Path):
     out = tmp_path / "run"
     cli = [sys.executable, "-m", "spikeopt.cli", "run", "digits-conversion", "--out", str(out)]

@@ -173,14 +173,13 @@ def test_least_squares_recovers_a_gradient_the_changes_span():
     noisy = d + 0.1 * torch.randn(d.shape, generator=gen, dtype=torch.float64)
     for k in (10, 11):
         wide = least_squares(noisy[:k], changes[:k], 0.3)
-        narrow = least_squares(noisy[:k], changes[:k, :, :k - 1], 0.3)  # M = k-1 < K: M x M
+        narrow = least_squares(noisy[:k], changes[:k, :, : k - 1], 0.3)  # M = k-1 < K: M x M
         a = changes[:k, :, : k - 1].permute(1, 0, 2)  # reference: the primal formula per sample
-        lam = 0.3 * a.pow(2).sum((1, 2)) / k
-        ref = torch.linalg.solve(a.transpose(1, 2) @ a + lam[:, None, None] * torch.eye(k - 1),
-                                 a.transpose(1, 2) @ noisy[:k].T[..., None]).squeeze(-1)  # fmt: skip
+        lam = (0.3 * a.pow(2).sum((1, 2)) / k)[:, None, None]
+        y, at = noisy[:k].T[..., None], a.transpose(1, 2)
+        ref = torch.linalg.solve(at @ a + lam * torch.eye(k - 1), at @ y).squeeze(-1)
         assert torch.allclose(narrow, ref, atol=1e-9) and wide.shape == (5, 10)
-        dual = a.transpose(1, 2) @ torch.linalg.solve(a @ a.transpose(1, 2) + lam[:, None, None]
-                                                      * torch.eye(k), noisy[:k].T[..., None])  # fmt: skip
+        dual = at @ torch.linalg.solve(a @ at + lam * torch.eye(k), y)  # the K x K form
         assert torch.allclose(narrow, dual.squeeze(-1), atol=1e-9)
 
 

@@ -204,6 +204,13 @@ def train(
         if out is None:
             raise C.ConfigError("resume needs the run's output folder (out)")
         ck = io.load_checkpoint(out / "checkpoint.pt")
+        if ck.get("made"):  # e.g. conversion's snn/: a model a finished run wrote, not a run
+            raise C.ConfigError(
+                f"{out} holds the model that the finished run in {out.parent} made at its end; "
+                "it is not a training run, so there is nothing to resume. Load or export it "
+                f"(spikeopt.load('{out}'), spikeopt export {out} --format nir), or resume the "
+                f"run itself with --resume {out.parent}"
+            )
         if name and ck.get("recipe", name) != name:
             raise C.ConfigError(
                 f"{out} is a run of {ck['recipe']}, not {name}; resume it with "
@@ -322,8 +329,8 @@ def _write_made(folder: Path, done: Finished, epochs: int, name: str) -> None:
     io.write_text(folder / "config.yaml", C.dump_yaml(done.cfg))
     io.save_checkpoint(folder / BEST, {"model": state, "epoch": epochs, "metric": "test_acc",
                                        "value": done.value, "recipe": name})  # fmt: skip
-    io.save_checkpoint(folder / "checkpoint.pt",
-                       {"method": {"model": state}, "epoch": epochs, "recipe": name})  # fmt: skip
+    io.save_checkpoint(folder / "checkpoint.pt", {"method": {"model": state}, "epoch": epochs,
+                                                  "recipe": name, "made": True})  # fmt: skip
 
 
 def _save_best(
