@@ -174,7 +174,7 @@ RECIPES: list[Recipe] = [
         "digits-nodepert",
         "image",
         "LIF MLP on digits trained by node perturbation: hard spikes, no backward pass, "
-        "16 members, 2400 generations (~98 %, ~1 min)",
+        "16 members, 4800 generations (~98 %, ~2-3 min)",
         {
             **DIGITS,
             **NODEPERT,
@@ -183,7 +183,9 @@ RECIPES: list[Recipe] = [
             "model.hidden": [256],
             "data.batch_size": 128,
             "trainer.steps_per_epoch": 60,
-            "trainer.epochs": 40,
+            # 80 epochs: activity credit at 40 epochs ended at 97.8 % (3 seeds), at 80 98.3 %
+            # (injected-noise credit at 80: 97.8 %); the cosine schedule's tail does the rest
+            "trainer.epochs": 80,
         },
     ),
     Recipe(
