@@ -11,7 +11,7 @@ interleaved windows (the sizes and methods alternate, so load from elsewhere hit
   (``population.evaluate_samples``), and the per-sample credit of each layer's current noise
   regenerated pair block by pair block, as ``methods/nodepert.py`` does with
   ``nodepert.credit=noise``;
-* ``nodepert-act``: the same members with the default ``credit=activity`` -- each pair's
+* ``nodepert-act``: the same members with ``credit=activity`` -- each pair's
   measured current change recorded at both layers and the per-sample ridge least squares
   (``methods.nodepert.least_squares``).
 

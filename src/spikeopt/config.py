@@ -58,7 +58,7 @@ NodeSigmaMode = Literal["relative", "absolute"]
 NodeNoiseMode = Literal["held", "step"]
 NodeConvMode = Literal["weight", "node"]
 NodeSplit = Literal["joint", "layer"]
-NodeCredit = Literal["activity", "noise"]
+NodeCredit = Literal["auto", "activity", "noise"]
 RLNormalize = Literal["returns", "advantages", "none"]
 RLBaseline = Literal["ema", "none"]
 OptimName = Literal["adam", "adamw", "sgd"]
@@ -233,9 +233,10 @@ class NodePertConfig:
         "joint", "joint: every pair perturbs every layer; layer: each pair one layer, ~sqrt(dim)"
     )
     credit: NodeCredit = doc(
-        "activity",
+        "auto",
         "activity: per-sample least squares of loss on each layer's measured current change; "
-        "noise: on the injected noise",
+        "noise: on the injected noise; auto: activity for nets with no conv node layer, up to "
+        "128 members, in this process, else noise",
     )
     ridge: float = doc(0.1, "activity: ridge of the least squares, x the changes' mean square")
 

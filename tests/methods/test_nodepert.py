@@ -9,7 +9,7 @@ import torch
 from spikeopt.config import Config, ConfigError, apply
 from spikeopt.functional.loss import make_loss
 from spikeopt.methods import make_method
-from spikeopt.methods.nodepert import least_squares, node_layers
+from spikeopt.methods.nodepert import credit_for, least_squares, node_layers
 from spikeopt.methods.strategy import cosine
 from spikeopt.nn import build_model
 from spikeopt.population import NodeNoise, NodePerturbation, evaluate_samples, perturbed
@@ -253,8 +253,21 @@ def test_recorded_activity_is_each_pairs_measured_current_change(digits, arch):
             assert torch.allclose(activity[j], ref, atol=1e-5), (j, chunk)
 
 
+def test_auto_credit_is_activity_for_small_dense_nets_in_process_else_noise():
+    cases = [({}, "activity"), ({"model.arch": "rsnn"}, "activity"),
+             ({"es.population": 256}, "noise"), ({"es.workers": 2}, "noise"),
+             ({"model.arch": "conv", "model.channels": [4]}, "noise"),
+             ({"model.arch": "conv", "model.channels": [4], "nodepert.conv": "weight"}, "activity"),
+             ({"nodepert.credit": "noise"}, "noise")]  # fmt: skip
+    for over, want in cases:
+        cfg = apply(Config(), {**DIGITS, "model.hidden": [16], **over})
+        shape = (1, 8, 8) if cfg.model.arch == "conv" else (64,)
+        model = build_model(cfg, shape, 10)
+        assert credit_for(model, cfg) == want, over
+
+
 def test_activity_credit_is_refused_with_ray_workers_and_a_bad_ridge():
-    for over, match in (({"es.workers": 2}, "nodepert.credit=noise"),
+    for over, match in (({"es.workers": 2, "nodepert.credit": "activity"}, "credit=noise"),
                         ({"nodepert.ridge": 0.0}, "nodepert.ridge")):  # fmt: skip
         cfg = apply(Config(), {**DIGITS, **over})
         with pytest.raises(ConfigError, match=match):
