@@ -307,7 +307,7 @@ def credit_for(model: nn.Module, cfg: Config) -> str:
     node noise, the population is at most ACTIVITY_MAX_POPULATION and the members run in this
     process; injected-noise credit otherwise. Why conv nets take noise credit: on both conv
     nets measured (MNIST-1D 16-32, the CIFAR-10 subset 8-16) activity credit trained worse
-    (78.3 vs 83.7 % at a quarter of mnist1d-es's budget; 40.6 vs 43 % on the subset) although
+    (78.3 vs 83.7 % at a quarter of mnist1d-es's budget; 40.6 vs 42.7 % on the subset) although
     its per-layer cosines with the surrogate gradient were higher -- undiagnosed."""
     n, e = cfg.nodepert, cfg.es
     if n.credit != "auto":
