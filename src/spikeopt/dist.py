@@ -232,8 +232,13 @@ class RayObjective:
         parts = self._sharded("fitness", model, source, batch)
         return torch.cat(parts)
 
-    def sample_losses(self, model: nn.Module, source: Source, batch: Any) -> tuple[Tensor, Tensor]:
-        """Per-sample losses (P, B) and the batch-level rest (P,) of every member, sharded."""
+    def sample_losses(
+        self, model: nn.Module, source: Source, batch: Any, activity: list[Tensor] | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Per-sample losses (P, B) and the batch-level rest (P,) of every member, sharded
+        (the members' currents stay on the workers: no ``activity``)."""
+        if activity is not None:
+            raise ValueError("activity is recorded in process only (nodepert.credit=noise)")
         if isinstance(source, Offsets):
             return self.inner.sample_losses(model, source, batch)  # type: ignore[no-any-return]
         parts = self._sharded("sample_losses", model, source, batch)

@@ -245,7 +245,7 @@ class NodePert(Strategy):
         activity: list[Tensor] | None = [] if self.credit == "activity" else None
         with self.replayed(gen):
             samples, shared = self.objective.sample_losses(  # type: ignore[attr-defined]
-                state.model, gen.source, gen.batch, *([activity] if activity is not None else [])
+                state.model, gen.source, gen.batch, activity
             )
         gen.aux["losses"], gen.aux["activity"] = (samples, shared), activity
         return -(samples.mean(1) + shared)
