@@ -53,7 +53,7 @@ from population import (
     reference_model,
 )
 
-from spikeopt.methods.nodepert import least_squares
+from spikeopt.methods.nodepert import least_squares, pair_differences
 from spikeopt.population import (
     PAIRS_PER_BLOCK,
     NodeNoise,
@@ -83,8 +83,7 @@ def node_spec(model: nn.Module, population: int, generation: int) -> NodePerturb
 def nodepert_generation(model: nn.Module, spec: NodePerturbation, x: Tensor, y: Tensor) -> None:
     """Per-sample losses of every member, then each layer's current credit (K, B) x (K, B, N)."""
     samples, shared = evaluate_samples(model, spec, (x, y), LOSS)
-    credit = samples + samples.shape[1] * shared[:, None]  # (P, B), as methods/nodepert.py
-    diff = credit[0::2] - credit[1::2]
+    diff = pair_differences(samples, shared)
     params = [p for _, p in perturbed(model)]
     noise = NodeNoise(model, params, spec)
     grads = [torch.zeros(shape) for shape in spec.shapes]
@@ -99,8 +98,7 @@ def activity_generation(model: nn.Module, spec: NodePerturbation, x: Tensor, y: 
     """Per-sample losses and each pair's recorded current change, then the least squares."""
     activity: list[Tensor] = []
     samples, shared = evaluate_samples(model, spec, (x, y), LOSS, activity=activity)
-    credit = samples + samples.shape[1] * shared[:, None]
-    diff = credit[0::2] - credit[1::2]
+    diff = pair_differences(samples, shared)
     for changes in activity:
         least_squares(diff / 2, changes, 0.1)
 

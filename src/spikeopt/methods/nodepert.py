@@ -255,8 +255,7 @@ class NodePert(Strategy):
         spec: NodePerturbation = gen.source
         model, held = state.model, self.cfg.nodepert.noise == "held"
         samples, shared = gen.aux["losses"]
-        credit = samples + samples.shape[1] * shared[:, None]  # (P, B): c_b = l_b + B R
-        diff = credit[0::2] - credit[1::2]  # (K, B)
+        diff = pair_differences(samples, shared)  # (K, B)
         batch = samples.shape[1]
         activity = gen.aux["activity"]
         if activity is not None:  # ~ d loss_b / d I_b from what each pair measured
@@ -300,6 +299,14 @@ class NodePert(Strategy):
             g = g / (diff.shape[1] * 2 * own * sigma)  # ~ d loss / d I, per sample
             out.append(g if g.dim() == 2 else g.transpose(0, 1))  # (T, B, N) -> (B, T, N)
         return out
+
+
+def pair_differences(samples: Tensor, shared: Tensor) -> Tensor:
+    """Each antithetic pair's per-sample loss difference (K, B) from the members' per-sample
+    losses (P, B) and batch-level rest (P,): ``c_b = l_b + B R`` credits the rest (rate terms)
+    to every sample, so the batch mean of ``c`` is the member's loss."""
+    credit = samples + samples.shape[1] * shared[:, None]
+    return credit[0::2] - credit[1::2]
 
 
 def credit_for(model: nn.Module, cfg: Config) -> str:
