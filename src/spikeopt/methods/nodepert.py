@@ -77,7 +77,7 @@ SPLIT: tuple[str, ...] = ("joint", "layer")
 CREDIT: tuple[str, ...] = ("auto", "activity", "noise")
 # credit=auto takes activity credit up to this population: beyond it the pairs' recorded
 # current changes and the per-sample solve cost more than they return (P = 512 on the
-# reference net: 0.62x the members/s of noise credit, 308 MiB; P = 4096: 1.3 GB)
+# reference net: 0.55x the members/s of noise credit, 294 MiB; P = 4096: 1.3 GB)
 ACTIVITY_MAX_POPULATION = 128
 
 
