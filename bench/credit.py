@@ -53,13 +53,14 @@ def warm_weights(recipe: str, base: dict[str, Any], epochs: int) -> dict[str, to
 
 
 def layer_cosines(recipe: str, over: dict[str, Any], warm: dict[str, torch.Tensor],
-                  batches: int) -> tuple[dict[str, float], float]:  # fmt: skip
-    """Mean per-layer cosine of the method's estimate with the surrogate gradient, and the
-    seconds per generation."""
+                  batches: int) -> tuple[dict[str, float], dict[str, float], float]:  # fmt: skip
+    """Mean per-layer cosine of the method's estimate with the surrogate gradient, the mean
+    per-layer norm ratio (estimate / surrogate gradient), and the seconds per generation."""
     exp = build(api.resolve(recipe, over))
     exp.model.load_state_dict(warm)
     names = {id(p): n for n, p in exp.model.named_parameters()}
     sums: dict[str, float] = {}
+    norms: dict[str, float] = {}
     seconds = 0.0
     method, state = exp.method, exp.state
     for i, batch in enumerate(exp.task.batches(0)):
@@ -82,7 +83,14 @@ def layer_cosines(recipe: str, over: dict[str, Any], warm: dict[str, torch.Tenso
             b.append(g)
         for layer, (a, b) in groups.items():
             sums[layer] = sums.get(layer, 0.0) + cosine(a, b) / batches
-    return sums, seconds / batches
+            ratio = _norm(a) / max(_norm(b), 1e-30)
+            norms[layer] = norms.get(layer, 0.0) + ratio / batches
+    return sums, norms, seconds / batches
+
+
+def _norm(parts: list[torch.Tensor]) -> float:
+    """The norm of a layer's parameters taken together."""
+    return float(sum(p.double().pow(2).sum() for p in parts)) ** 0.5
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,8 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     for variant in args.variants:
         name, _, text = variant.partition("=")
-        cos, sec = layer_cosines(args.recipe, {**base, **settings(text)}, warm, args.batches)
-        results[name] = {"cosines": cos, "seconds_per_generation": sec, "settings": text}
+        cos, norm, sec = layer_cosines(args.recipe, {**base, **settings(text)}, warm, args.batches)
+        results[name] = {"cosines": cos, "norm_ratios": norm, "seconds_per_generation": sec,
+                         "settings": text}  # fmt: skip
         print(f"{name}: {sec * 1000:.0f} ms/generation", file=sys.stderr, flush=True)
     layers = sorted({layer for r in results.values() for layer in r["cosines"]})
     rows = [
@@ -117,6 +126,12 @@ def main(argv: list[str] | None = None) -> int:
           f"BPTT epochs of warm-up, mean over {args.batches} batches; torch "
           f"{env['versions']['torch']}, {env['torch_threads']} thread(s)\n")  # fmt: skip
     print(markdown_table(["variant", *layers, "ms / generation"], rows))
+    # the estimate's scale matters to Adam only against its epsilon, but it shows what a
+    # credit does: an unbiased estimate is larger than the gradient, a projection smaller
+    ratios = [[name, *(f"{r['norm_ratios'].get(layer, float('nan')):.3g}" for layer in layers)]
+              for name, r in results.items()]  # fmt: skip
+    print("\n# norm of the estimate / norm of the surrogate gradient, per layer\n")
+    print(markdown_table(["variant", *layers], ratios))
     if args.json:
         write_json(args.json, {"env": env, "recipe": args.recipe, "results": results})
     return 0

@@ -58,7 +58,7 @@ NodeSigmaMode = Literal["relative", "absolute"]
 NodeNoiseMode = Literal["held", "step"]
 NodeConvMode = Literal["weight", "node"]
 NodeSplit = Literal["joint", "layer"]
-NodeCredit = Literal["auto", "activity", "noise"]
+NodeCredit = Literal["auto", "activity", "noise", "mixed"]
 RLNormalize = Literal["returns", "advantages", "none"]
 RLBaseline = Literal["ema", "none"]
 OptimName = Literal["adam", "adamw", "sgd"]
@@ -235,10 +235,14 @@ class NodePertConfig:
     credit: NodeCredit = doc(
         "auto",
         "activity: per-sample least squares of loss on each layer's measured current change; "
-        "noise: on the injected noise; auto: activity for nets with no conv node layer, up to "
-        "128 members, in this process, else noise",
+        "noise: on the injected noise; mixed: activity on dense and recurrent layers, noise on "
+        "conv layers; auto: activity for nets with no conv node layer, up to 128 members, in "
+        "this process, else noise",
     )
     ridge: float = doc(0.1, "activity: ridge of the least squares, x the changes' mean square")
+    block: int = doc(
+        1, "conv node noise: one draw per channel and block x block patch of positions (1: each)"
+    )
 
 
 @dataclass

@@ -10,9 +10,17 @@ from spikeopt.config import Config, ConfigError, apply
 from spikeopt.functional.loss import make_loss
 from spikeopt.methods import make_method
 from spikeopt.methods.nodepert import credit_for, least_squares, node_layers
-from spikeopt.methods.strategy import cosine
+from spikeopt.methods.strategy import Generation, cosine
 from spikeopt.nn import build_model
-from spikeopt.population import NodeNoise, NodePerturbation, evaluate_samples, perturbed
+from spikeopt.population import (
+    NodeNoise,
+    NodePerturbation,
+    block_sizes,
+    coarse,
+    evaluate_samples,
+    perturbed,
+)
+from spikeopt.population.node import expand_blocks
 from spikeopt.tasks.datasets import load_dataset
 
 DIGITS = {"data.name": "digits", "data.normalize": True, "encoder.steps": 4,
@@ -121,7 +129,8 @@ def test_conv_layers_take_weight_noise_or_node_noise():
     ("over", "match"),
     [({"nodepert.sigma": 0.0}, "nodepert.sigma"), ({"nodepert.sigma": float("nan")}, "sigma"),
      ({"nodepert.noise": "every"}, "held, step"), ({"nodepert.conv": "both"}, "weight, node"),
-     ({"nodepert.sigma_mode": "rel"}, "relative, absolute"), ({"es.population": 7}, "even")],
+     ({"nodepert.sigma_mode": "rel"}, "relative, absolute"), ({"es.population": 7}, "even"),
+     ({"nodepert.block": 0}, "nodepert.block")],
 )  # fmt: skip
 def test_bad_settings_fail_when_the_method_is_built(over, match):
     cfg = apply(Config(), {**DIGITS, **over})
@@ -253,6 +262,70 @@ def test_recorded_activity_is_each_pairs_measured_current_change(digits, arch):
             assert torch.allclose(activity[j], ref, atol=1e-5), (j, chunk)
 
 
+def test_mixed_credit_takes_activity_on_dense_layers_and_noise_on_conv_layers():
+    # the same members, so each layer's estimate must be exactly what the pure credit gives it
+    cfg = apply(Config(), {**DIGITS, "model.arch": "conv", "model.channels": [4],
+                           "model.hidden": [16], "es.population": 8})  # fmt: skip
+    data = load_dataset(cfg.data)
+    batch = (data.x_train[:16][:, None].expand(-1, 4, -1, -1, -1), data.y_train[:16])
+    est = {}
+    for credit in ("noise", "activity", "mixed"):
+        c = apply(cfg, {"nodepert.credit": credit})
+        torch.manual_seed(0)
+        model = build_model(c, (1, 8, 8), 10)
+        method = make_method(c, make_loss(c.loss))
+        est[credit], _ = _estimate(method, method.init(model, c), batch)
+    names = [n for n, _ in model.named_parameters()]
+    for name, mixed, noise, activity in zip(names, est["mixed"], est["noise"], est["activity"]):
+        want = noise if name.startswith("layers.0.") else activity  # layers.0: the conv layer
+        assert torch.allclose(mixed, want, rtol=1e-5, atol=1e-7), name
+        assert not torch.allclose(noise, activity, rtol=1e-3), name  # the credits differ
+
+
+def test_block_noise_spreads_one_draw_over_each_block_edges_included():
+    grid = (2, 5, 3, 2, 2)  # 5 x 3 positions in 2 x 2 blocks: the last row and column partial
+    draws = torch.arange(float(coarse(grid)))
+    assert coarse(grid) == 2 * 3 * 2
+    spread = expand_blocks(draws[None, None], grid)[0, 0].view(2, 5, 3)
+    for c, i, j in ((0, 0, 0), (0, 1, 1), (1, 4, 2), (1, 3, 0)):
+        assert spread[c, i, j] == draws.view(2, 3, 2)[c, i // 2, j // 2]
+    sizes = block_sizes(grid).view(2, 5, 3)
+    assert (sizes[:, :4, :2] == 4).all() and (sizes[:, 4, :2] == 2).all()
+    assert (sizes[:, :4, 2] == 2).all() and (sizes[:, 4, 2] == 1).all()
+
+
+def test_block_noise_credit_converges_to_the_block_mean_gradient_with_less_variance():
+    # pair loss differences exactly linear in the injected noise, d = 2 sigma <xi, delta>:
+    # one draw per block estimates the block's summed gradient, credited as its mean
+    cfg = apply(Config(), {**DIGITS, "model.arch": "conv", "model.channels": [4],
+                           "model.hidden": []})  # fmt: skip
+    torch.manual_seed(0)
+    model = build_model(cfg, (1, 8, 8), 10)
+    method = make_method(cfg, make_loss(cfg.loss))
+    batch, n, sigma = 3, 4 * 8 * 8, 0.5
+    grid = (4, 8, 8, 2, 2)
+    delta = torch.randn(batch, n)
+    block_mean = expand_blocks(torch.nn.functional.avg_pool2d(delta.view(batch, 4, 8, 8), 2)
+                               .flatten(1), grid)  # fmt: skip
+
+    def credit(grids, delta, population):
+        spec = NodePerturbation(population, (0,), (sigma,), ((batch, n),), 3, 0, grids=grids)
+        gen = Generation(None, [p for _, p in perturbed(model)], source=spec)
+        xi = NodeNoise(model, gen.params, spec).pairs(0, population // 2)[0]
+        diff = 2 * sigma * (xi * delta).sum(-1)
+        return method._noise_credit(model, gen, diff)[0] * batch  # per-sample scale
+
+    def error(got, want):
+        return float((got - want).norm() / want.norm())
+
+    errors = [error(credit((grid,), delta, p), block_mean) for p in (64, 4096)]
+    # 64 draws per sample: the relative error falls as sqrt(64 / pairs), to 0.18 at 2048
+    assert errors[1] < 0.25 and errors[1] < errors[0] / 5  # unbiased for the block mean
+    # on a gradient constant over blocks, blocks estimate it far better from the same pairs
+    flat, blocked = (error(credit(g, block_mean, 64), block_mean) for g in ((), (grid,)))
+    assert blocked < flat / 1.7  # 4 positions per draw: ~2x less error
+
+
 def test_auto_credit_is_activity_for_small_dense_nets_in_process_else_noise():
     cases = [({}, "activity"), ({"model.arch": "rsnn"}, "activity"),
              ({"es.population": 256}, "noise"), ({"es.workers": 2}, "noise"),
@@ -268,6 +341,7 @@ def test_auto_credit_is_activity_for_small_dense_nets_in_process_else_noise():
 
 def test_activity_credit_is_refused_with_ray_workers_and_a_bad_ridge():
     for over, match in (({"es.workers": 2, "nodepert.credit": "activity"}, "credit=noise"),
+                        ({"es.workers": 2, "nodepert.credit": "mixed"}, "credit=noise"),
                         ({"nodepert.ridge": 0.0}, "nodepert.ridge")):  # fmt: skip
         cfg = apply(Config(), {**DIGITS, **over})
         with pytest.raises(ConfigError, match=match):

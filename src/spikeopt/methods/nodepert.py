@@ -65,6 +65,8 @@ from spikeopt.population import (
     NodeNoise,
     NodePerturbation,
     Perturbation,
+    block_sizes,
+    coarse,
     estimate,
     split_pairs,
     supports,
@@ -74,7 +76,7 @@ SIGMA_MODES: tuple[str, ...] = ("relative", "absolute")
 NOISE: tuple[str, ...] = ("held", "step")
 CONV: tuple[str, ...] = ("weight", "node")
 SPLIT: tuple[str, ...] = ("joint", "layer")
-CREDIT: tuple[str, ...] = ("auto", "activity", "noise")
+CREDIT: tuple[str, ...] = ("auto", "activity", "noise", "mixed")
 # credit=auto takes activity credit up to this population: beyond it the pairs' recorded
 # current changes and the per-sample solve cost more than they return (P = 512 on the
 # reference net: 0.55x the members/s of noise credit, 294 MiB; P = 4096: 1.3 GB)
@@ -175,12 +177,14 @@ class NodePert(Strategy):
             )
         check_sigma(cfg.es)
         self.credit: str = n.credit  # auto is resolved against the model in start()
-        if n.credit == "activity" and cfg.es.workers:
+        if n.credit in ("activity", "mixed") and cfg.es.workers:
             raise ConfigError(
-                "nodepert.credit=activity reads every member's currents, which stay on the "
+                f"nodepert.credit={n.credit} reads every member's currents, which stay on the "
                 "process that ran them; with es.workers > 0 set nodepert.credit=noise (or run "
                 "in this process: es.workers=0)"
             )
+        if n.block < 1:
+            raise ConfigError(f"nodepert.block must be an integer >= 1, got {n.block}")
         if not (math.isfinite(n.ridge) and n.ridge > 0):
             raise ConfigError(f"nodepert.ridge must be a finite number > 0, got {n.ridge}")
         if self.loss is not None and not hasattr(self.loss, "per_sample"):
@@ -234,15 +238,20 @@ class NodePert(Strategy):
                 e.population, sigma, e.rank, e.mode, self.seed, state.step, e.table_size
             )
             gen.metrics["sigma"] = sigma
+        grids = tuple(grid(layers_of(model)[i], n.block) for i in layers)
         assign: tuple[int, ...] = ()
         if n.split == "layer":  # each pair perturbs one layer: no other layer's noise in its
-            assign = split_pairs(e.population // 2, [math.prod(s[:-2] + s[-1:]) for s in shapes])
+            dims = [math.prod(s[:-2]) * (coarse(g) if g else s[-1]) for s, g in zip(shapes, grids)]
+            assign = split_pairs(e.population // 2, dims)
+        recorded = recorded_layers(model, layers, self.credit)
         return NodePerturbation(e.population, tuple(layers), tuple(sigmas), tuple(shapes),
-                                self.seed, state.step, weights, rest, assign)  # fmt: skip
+                                self.seed, state.step, weights, rest, assign, recorded,
+                                grids if any(grids) else ())  # fmt: skip
 
     def evaluate(self, state: TrainState, gen: Generation) -> Tensor:
         """Every member's per-sample losses (forked RNG: the base pass's dropout masks)."""
-        activity: list[Tensor] | None = [] if self.credit == "activity" else None
+        spec: NodePerturbation = gen.source
+        activity: list[Tensor] | None = [] if spec.recorded else None
         with self.replayed(gen):
             samples, shared = self.objective.sample_losses(  # type: ignore[attr-defined]
                 state.model, gen.source, gen.batch, activity
@@ -257,12 +266,12 @@ class NodePert(Strategy):
         samples, shared = gen.aux["losses"]
         diff = pair_differences(samples, shared)  # (K, B)
         batch = samples.shape[1]
-        activity = gen.aux["activity"]
-        if activity is not None:  # ~ d loss_b / d I_b from what each pair measured
-            cur_grads = [least_squares(diff / 2, a, self.cfg.nodepert.ridge) / batch
-                         for a in activity]  # fmt: skip
-        else:
-            cur_grads = self._noise_credit(model, gen, diff)
+        # ~ d loss_b / d I_b from what each pair measured where recorded, else from the noise
+        recorded = dict(zip(spec.recorded or (), gen.aux["activity"] or ()))
+        ridge = self.cfg.nodepert.ridge
+        noise = self._noise_credit(model, gen, diff) if len(recorded) < len(spec.layers) else []
+        cur_grads = [least_squares(diff / 2, recorded[j], ridge) / batch if j in recorded
+                     else noise[j] for j in range(len(spec.layers))]  # fmt: skip
         grads: dict[int, Tensor] = {}
         for i, g in zip(spec.layers, cur_grads):
             layer = layers_of(model)[i]
@@ -294,9 +303,12 @@ class NodePert(Strategy):
                 # held xi (K, B, N); step xi (K, T, B, N): the sample axis is second to last
                 g += torch.einsum("kb,k...bn->...bn", d.to(xi.dtype), xi)
         out = []
-        for j, (sigma, g) in enumerate(zip(spec.sigmas, cur_grads)):
+        grids = spec.grids or ((),) * len(spec.layers)
+        for j, (sigma, g, blocks) in enumerate(zip(spec.sigmas, cur_grads, grids)):
             own = spec.assign.count(j) if spec.assign else pairs  # the pairs that perturbed it
             g = g / (diff.shape[1] * 2 * own * sigma)  # ~ d loss / d I, per sample
+            if blocks:  # a block's draw credits the sum over its positions: give each the mean
+                g = g / block_sizes(blocks).to(g)
             out.append(g if g.dim() == 2 else g.transpose(0, 1))  # (T, B, N) -> (B, T, N)
         return out
 
@@ -322,6 +334,28 @@ def credit_for(model: nn.Module, cfg: Config) -> str:
     conv = any(type(layers_of(model)[i]) is ConvLIF for i in node_layers(model, n.conv))
     small = e.population <= ACTIVITY_MAX_POPULATION
     return "activity" if not conv and small and not e.workers else "noise"
+
+
+def grid(layer: nn.Module, block: int) -> tuple[int, ...]:
+    """A conv layer's blocked noise grid (C, H, W, bh, bw) for ``nodepert.block``, or () (dense
+    and recurrent layers, or block 1). Neighbouring positions of a conv current share most of
+    their gradient (they feed the same pooling window and, through overlapping kernels, the
+    same next-layer units), so one draw per block trades a little bias for block^2 fewer
+    dimensions to estimate per sample."""
+    if block == 1 or not isinstance(layer, ConvLIF):
+        return ()
+    h, w = layer.hw
+    return (layer.conv.out_channels, h, w, 1 if h == 1 else block, block)
+
+
+def recorded_layers(model: nn.Module, layers: list[int], credit: str) -> tuple[int, ...]:
+    """Positions in ``layers`` whose measured current changes credit them: every node layer
+    for ``credit=activity``, the dense and recurrent ones for ``mixed``, none for ``noise``."""
+    if credit == "activity":
+        return tuple(range(len(layers)))
+    if credit == "mixed":
+        return tuple(j for j, i in enumerate(layers) if type(layers_of(model)[i]) is not ConvLIF)
+    return ()
 
 
 def least_squares(d: Tensor, changes: Tensor, ridge: float) -> Tensor:

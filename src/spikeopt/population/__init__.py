@@ -16,7 +16,7 @@ from spikeopt.population.evaluate import (
     members_per_pass,
 )
 from spikeopt.population.layers import Context, snn_forward, supports
-from spikeopt.population.node import NodeNoise, NodePerturbation, split_pairs
+from spikeopt.population.node import NodeNoise, NodePerturbation, block_sizes, coarse, split_pairs
 from spikeopt.population.noise import (
     MODES,
     PAIRS_PER_BLOCK,
@@ -44,7 +44,9 @@ __all__ = [
     "Perturbation",
     "Shaping",
     "Source",
+    "block_sizes",
     "chunk_size",
+    "coarse",
     "estimate",
     "evaluate",
     "evaluate_samples",

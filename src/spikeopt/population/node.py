@@ -42,6 +42,10 @@ class NodePerturbation:
     weight_params: tuple[int, ...] = ()  # indices into ``perturbed(model)``
     assign: tuple[int, ...] = ()  # per pair, the one node layer (position in ``layers``) it
     # perturbs; () = every pair perturbs every node layer at once
+    recorded: tuple[int, ...] | None = None  # positions in ``layers`` whose currents
+    # record() records (activity credit); None = every node layer
+    grids: tuple[tuple[int, ...], ...] = ()  # per node layer, () or a conv current's
+    # (C, H, W, bh, bw): one draw per channel and bh x bw block of positions; () = per value
 
     def __post_init__(self) -> None:
         if self.population < 2 or self.population % 2:
@@ -52,6 +56,36 @@ class NodePerturbation:
             raise ValueError("one sigma and one shape per node layer")
         if self.assign and len(self.assign) != self.population // 2:
             raise ValueError("assign gives one node layer per antithetic pair")
+        if self.recorded is not None and not set(self.recorded) <= set(range(len(self.layers))):
+            raise ValueError("recorded names positions in layers")
+        if self.grids and len(self.grids) != len(self.layers):
+            raise ValueError("one grid (or ()) per node layer")
+
+
+def coarse(grid: tuple[int, ...]) -> int:
+    """Draws per sample of a blocked conv current (C, H, W, bh, bw): one per channel and block
+    (the edge blocks may be partial)."""
+    c, h, w, bh, bw = grid
+    return c * -(-h // bh) * -(-w // bw)
+
+
+def expand_blocks(e: Tensor, grid: tuple[int, ...]) -> Tensor:
+    """Block draws (..., C * ceil(H/bh) * ceil(W/bw)) spread over the positions they cover:
+    (..., C * H * W), every position of a block holding its block's draw."""
+    c, h, w, bh, bw = grid
+    lead = e.shape[:-1]
+    x = e.reshape(*lead, c, -(-h // bh), -(-w // bw))
+    x = x.repeat_interleave(bh, -2)[..., :h, :].repeat_interleave(bw, -1)[..., :w]
+    return x.reshape(*lead, c * h * w)
+
+
+def block_sizes(grid: tuple[int, ...]) -> Tensor:
+    """How many positions share each position's draw, (C * H * W,): bh * bw inside, fewer
+    in partial edge blocks."""
+    c, h, w, bh, bw = grid
+    rows = torch.tensor([min(bh, h - i // bh * bh) for i in range(h)], dtype=torch.float64)
+    cols = torch.tensor([min(bw, w - j // bw * bw) for j in range(w)], dtype=torch.float64)
+    return (rows[:, None] * cols[None, :]).expand(c, h, w).reshape(-1)
 
 
 def split_pairs(pairs: int, dims: Sequence[int]) -> tuple[int, ...]:
@@ -87,26 +121,34 @@ class NodeNoise:
         like = next(iter(params), None)
         device = like.device if like is not None else torch.device("cpu")
         dtype = like.dtype if like is not None else torch.float32
-        virtual = [torch.empty(shape, device=device, dtype=dtype) for shape in spec.shapes]
+        # a blocked layer draws only its blocks' values (what pairs() then spreads out)
+        self.grids = spec.grids or ((),) * len(spec.shapes)
+        drawn = [(*s[:-1], coarse(g)) if g else s for s, g in zip(spec.shapes, self.grids)]
+        virtual = [torch.empty(shape, device=device, dtype=dtype) for shape in drawn]
         unit = Perturbation(spec.population, 1.0, 1, "full", stream_seed(spec.seed, NODE_STREAM),
                             spec.generation)  # fmt: skip
         self.node = Noise(virtual, unit)
         self.wparams = [params[j] for j in spec.weight_params]
         self.weights = Noise(self.wparams, spec.weights) if spec.weights is not None else None
-        self.activity: list[Tensor] = []  # per node layer, filled once record() is called
+        self.activity: dict[int, Tensor] = {}  # by position in spec.layers, once recording
 
     def record(self) -> list[Tensor]:
         """From now on, sum each pair's half difference of its members' whole current at every
-        node layer, ``(I_{2k} - I_{2k+1}) / 2``, into the returned tensors (K, *shape): the
-        current change the pair measured there -- its own noise plus what the noise of the
-        layers before it did to the layer's input (activity credit)."""
+        recorded node layer (``spec.recorded``, in order), ``(I_{2k} - I_{2k+1}) / 2``, into the
+        returned tensors (K, *shape): the current change the pair measured there -- its own
+        noise plus what the noise of the layers before it did to the layer's input (activity
+        credit)."""
         pairs = self.population // 2
-        self.activity = [self.node.params[0].new_zeros(pairs, *s) for s in self.spec.shapes]
-        return self.activity
+        which = self.spec.recorded
+        which = tuple(range(len(self.spec.layers))) if which is None else which
+        new = self.node.params[0].new_zeros
+        self.activity = {j: new(pairs, *self.spec.shapes[j]) for j in which}
+        return list(self.activity.values())
 
     def pairs(self, k0: int, k1: int) -> list[Tensor]:
         """Unit current noise of pairs ``k0 .. k1-1``, one (K, *shape) tensor per node layer."""
-        return [e for e in self.node.pairs(k0, k1) if isinstance(e, Tensor)]
+        drawn = [e for e in self.node.pairs(k0, k1) if isinstance(e, Tensor)]
+        return [expand_blocks(e, g) if g else e for e, g in zip(drawn, self.grids)]
 
     def members(self, m0: int, m1: int) -> ChunkNoise:
         """Members ``m0 .. m1-1``: scaled, signed current noise plus any weight noise."""
@@ -123,7 +165,7 @@ class NodeNoise:
             torch.mul(e, sigma, out=signed[0::2])
             torch.mul(e, -sigma, out=signed[1::2])
             node[id(neuron)] = signed[m0 - 2 * k0 : m1 - 2 * k0]
-        taps = {id(n): self._tap(a, m0, m1) for n, a in zip(self.neurons, self.activity)}
+        taps = {id(self.neurons[j]): self._tap(a, m0, m1) for j, a in self.activity.items()}
         if self.weights is None:
             return ChunkNoise([], [], 1.0, node, size=m1 - m0, taps=taps)
         w = self.weights.members(m0, m1)
