@@ -74,6 +74,21 @@ def test_batched_fitness_equals_member_loop(arch, encoding, mode):
     assert fitness.unique().numel() > 1  # the members really differ
 
 
+@pytest.mark.parametrize("encoding", ["static", "rate"])
+@pytest.mark.parametrize("chunk", [4, 5])
+def test_table_members_read_their_first_layer_product_from_one_shared_product(encoding, chunk):
+    # a table of 62 rows of the first weight (16 x 64) and 8 pairs x 16 rows: x T^T once,
+    # each pair's slice of it; chunks of 5 split pairs and take the per-pair product instead
+    model, loss, batch = _setup("mlp", encoding)
+    pert = Perturbation(population=16, sigma=0.1, mode="table", seed=3, generation=1, table=4000)
+    params = [p for _, p in perturbed(model)]
+    assert Noise(params, pert).members(0, 4).rows(params[0]) is not None
+    fitness = evaluate(model, pert, batch, loss, chunk=chunk)
+    torch.testing.assert_close(fitness, _member_loop(model, loss, pert, batch), rtol=1e-9,
+                               atol=1e-9)  # fmt: skip
+    assert fitness.unique().numel() == 16
+
+
 def test_eval_mode_batch_norm_uses_running_statistics():
     model, loss, batch = _setup("conv-bn", "static")
     bn = model.layers[0].bn

@@ -102,7 +102,16 @@ def _shared_pair_current(
     matrix is ever formed."""
     k, (n, d) = pair.shape[0], fc.weight.shape
     base = _shared_base(fc, h, ctx)  # (M, N)
-    z = (h @ pair.view(k * n, d).T).view(-1, k, n).transpose(0, 1)  # (K, M, N), one GEMM
+    rows = ctx.noise.rows(fc.weight)
+    if rows is not None:  # every pair's E_k is a run of table rows: slice the shared x T^T
+        table, first = rows
+        key = ("table", id(fc))
+        if key not in ctx.shared:
+            ctx.shared[key] = h @ table.T  # (M, R), once per generation
+        index = (first[:, None] + torch.arange(n)).to(h.device)  # (K, N)
+        z = ctx.shared[key][:, index].transpose(0, 1)  # (K, M, N)
+    else:
+        z = (h @ pair.view(k * n, d).T).view(-1, k, n).transpose(0, 1)  # (K, M, N), one GEMM
     cur = h.new_empty(2 * k, *base.shape)
     torch.add(base, z, alpha=ctx.noise.sigma, out=cur[0::2])
     torch.sub(base, z, alpha=ctx.noise.sigma, out=cur[1::2])

@@ -17,6 +17,10 @@ pairs). Per parameter ``p``:
   drawn once per run from ``seed``. Generating a member costs a copy instead of ``L`` fresh
   normals (~9 ns each on a CPU). Entries of two pairs' windows at different offsets are
   distinct draws, so members stay uncorrelated; :func:`table_size` picks the table's length.
+  Offsets are whole rows of the first parameter's matrix view (``table`` seen as (R, in)),
+  distinct within a generation (a stride through the rows from a random start), so the first
+  weight's noise of every pair is a run of rows of one fixed matrix: the batched layer on the
+  shared input computes ``x T^T`` once and reads each pair's ``x E_k^T`` as a slice of it.
 
 Pairs are produced in blocks of :data:`PAIRS_PER_BLOCK`; each (block, parameter) draws from its
 own ``torch.Generator`` seeded by a hash of ``(seed, generation, block, parameter index)``. So a
@@ -141,9 +145,19 @@ class Noise:
         # table mode: parameter j's noise is entries starts[j]:starts[j+1] of a pair's window
         self._starts = [0, *itertools.accumulate(p.numel() for p in self.params)]
         self._table: Tensor | None = None
+        self._rows: Tensor | None = None  # the table as (R, in) rows of the first weight
         if pert.mode == "table" and self.params:
             p0, n = self.params[0], self._starts[-1]
             self._table = noise_table(pert.seed, table_size(n, pert.table), p0.device, p0.dtype)
+            width = lowrank_shape(p0)[1] if p0.dim() >= 2 else 1
+            rows = self._table.numel() // width
+            self._row_span = (self._table.numel() - n) // width + 1  # first rows a window fits
+            self._stride = _stride(self._row_span, _mix(pert.seed, pert.generation, _TABLE_STREAM))
+            self._width = width
+            # x T^T over every row costs R / n_out pair products: worth it once the pairs of
+            # the generation would cost more
+            if p0.dim() >= 2 and pert.population // 2 * p0.shape[0] >= rows:
+                self._rows = self._table[: rows * width].view(rows, width)
 
     def _block(self, b: int) -> list[Eps]:
         """Pair noise of block ``b``: one entry per parameter, leading axis PAIRS_PER_BLOCK."""
@@ -176,15 +190,20 @@ class Noise:
         """Block ``b`` read from the table: each pair's window starts at its own offset."""
         assert self._table is not None
         table, starts = self._table, self._starts
-        g = torch.Generator()
-        g.manual_seed(_mix(self.pert.seed, self.pert.generation, b, _TABLE_STREAM))
-        span = table.numel() - starts[-1] + 1
-        offsets = torch.randint(0, span, (PAIRS_PER_BLOCK,), generator=g).tolist()
+        offsets = [r * self._width for r in self._first_rows(b)]
         out: list[Eps] = []
         for j, p in enumerate(self.params):
             parts = [table[o + starts[j] : o + starts[j + 1]] for o in offsets]
             out.append(torch.stack(parts).view(PAIRS_PER_BLOCK, *p.shape))
         return out
+
+    def _first_rows(self, b: int) -> list[int]:
+        """The first table row of each pair of block ``b``: ``(start + k * step) mod span``,
+        start and step (coprime to the span) drawn per generation, so no two pairs of a
+        generation share an offset until there are more pairs than rows."""
+        start, step = self._stride
+        k0 = b * PAIRS_PER_BLOCK
+        return [(start + k * step) % self._row_span for k in range(k0, k0 + PAIRS_PER_BLOCK)]
 
     def pairs(self, k0: int, k1: int) -> list[Eps]:
         """Noise of pairs ``k0 .. k1-1`` (leading axis ``k1 - k0``)."""
@@ -213,7 +232,13 @@ class Noise:
             else:
                 eps.append(_signed(e)[lo:hi])
                 pairs.append(None)
-        return ChunkNoise(self.params, eps, self.pert.sigma, size=m1 - m0, pairs=pairs)
+        rows = None
+        if self._rows is not None and aligned:
+            first = [r for b in range(k0 // PAIRS_PER_BLOCK, (k1 - 1) // PAIRS_PER_BLOCK + 1)
+                     for r in self._first_rows(b)]  # fmt: skip
+            skip = k0 % PAIRS_PER_BLOCK
+            rows = (self._rows, torch.tensor(first[skip : skip + k1 - k0]))
+        return ChunkNoise(self.params, eps, self.pert.sigma, size=m1 - m0, pairs=pairs, rows=rows)
 
 
 class ChunkNoise:
@@ -236,8 +261,10 @@ class ChunkNoise:
         size: int = 0,
         pairs: list[Eps | None] | None = None,
         taps: dict[int, Callable[[Tensor], None]] | None = None,
+        rows: tuple[Tensor, Tensor] | None = None,
     ) -> None:
         self.sigma = sigma
+        self._rows = rows  # table mode: (table rows (R, in), each pair's first row (c/2,))
         self.taps = taps or {}  # by id of a LIF population: what records its members' current
         self.size = size or (_len(eps[0]) if eps and eps[0] is not None else 0)
         self._index = {id(p): j for j, p in enumerate(params)}
@@ -252,6 +279,12 @@ class ChunkNoise:
         j = self._index.get(id(p))
         e = None if j is None else self._pairs[j]
         return e if isinstance(e, Tensor) else None
+
+    def rows(self, p: Tensor) -> tuple[Tensor, Tensor] | None:
+        """For the first perturbed weight in table mode: the table as rows (R, in) and each
+        pair's first row, pair ``k``'s noise being rows ``first[k] : first[k] + out``; None
+        otherwise (or when a per-pair product is cheaper)."""
+        return self._rows if self._pairs and self._index.get(id(p)) == 0 else None
 
     def current(self, neuron: object, cur: Tensor, whole: bool = True) -> Tensor:
         """``cur`` (c, B, N) static or (c, T, B, N) plus the chunk's noise on ``neuron``'s
@@ -322,6 +355,17 @@ class Offsets:
     def members(self, m0: int, m1: int) -> ChunkNoise:
         """Offsets of members ``m0 .. m1-1`` (sigma 1: the offsets are the full change)."""
         return ChunkNoise(self.params, [d[m0:m1] for d in self.deltas], 1.0)
+
+
+def _stride(span: int, seed: int) -> tuple[int, int]:
+    """A start in ``[0, span)`` and a step coprime to ``span``, from ``seed``."""
+    g = torch.Generator()
+    g.manual_seed(seed)
+    start, step = (int(v) for v in torch.randint(0, max(span, 1), (2,), generator=g))
+    step = max(step, 1)
+    while math.gcd(step, span) != 1:
+        step += 1
+    return start, step
 
 
 def _signed(e: Tensor) -> Tensor:
