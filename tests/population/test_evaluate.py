@@ -82,7 +82,12 @@ def test_table_members_read_their_first_layer_product_from_one_shared_product(en
     model, loss, batch = _setup("mlp", encoding)
     pert = Perturbation(population=16, sigma=0.1, mode="table", seed=3, generation=1, table=4000)
     params = [p for _, p in perturbed(model)]
-    assert Noise(params, pert).members(0, 4).rows(params[0]) is not None
+    noise = Noise(params, pert)
+    first = noise.members(0, 4)
+    assert first.rows(params[0]) is not None
+    windows = Noise(params, pert).pairs(0, 2)[0]  # asked for, the rows are the same windows
+    torch.testing.assert_close(first.pair(params[0]), windows, rtol=0, atol=0)
+    torch.testing.assert_close(first[params[0]][1], -windows[0], rtol=0, atol=0)
     fitness = evaluate(model, pert, batch, loss, chunk=chunk)
     torch.testing.assert_close(fitness, _member_loop(model, loss, pert, batch), rtol=1e-9,
                                atol=1e-9)  # fmt: skip

@@ -72,6 +72,9 @@ def member_matmul(h: Tensor, w: Tensor, ctx: Context) -> Tensor:
 def linear_current(fc: nn.Linear, h: Tensor, shared: bool, ctx: Context) -> Tensor:
     """Current (c, M, N) of rows ``h``: shared (M, D) or member-specific (c, M, D)."""
     bias = None if fc.bias is None else ctx.noise.weights(fc.bias).unsqueeze(1)  # (c, 1, N)
+    rows = ctx.noise.rows(fc.weight) if shared else None
+    if rows is not None:
+        return _shared_rows_current(fc, h, rows, ctx, bias)
     pair = ctx.noise.pair(fc.weight) if shared else None
     if pair is not None:
         return _shared_pair_current(fc, h, pair, ctx, bias)
@@ -102,19 +105,31 @@ def _shared_pair_current(
     matrix is ever formed."""
     k, (n, d) = pair.shape[0], fc.weight.shape
     base = _shared_base(fc, h, ctx)  # (M, N)
-    rows = ctx.noise.rows(fc.weight)
-    if rows is not None:  # every pair's E_k is a run of table rows: slice the shared x T^T
-        table, first = rows
-        key = ("table", id(fc))
-        if key not in ctx.shared:
-            ctx.shared[key] = h @ table.T  # (M, R), once per generation
-        index = (first[:, None] + torch.arange(n)).to(h.device)  # (K, N)
-        z = ctx.shared[key][:, index].transpose(0, 1)  # (K, M, N)
-    else:
-        z = (h @ pair.view(k * n, d).T).view(-1, k, n).transpose(0, 1)  # (K, M, N), one GEMM
+    z = (h @ pair.view(k * n, d).T).view(-1, k, n).transpose(0, 1)  # (K, M, N), one GEMM
     cur = h.new_empty(2 * k, *base.shape)
     torch.add(base, z, alpha=ctx.noise.sigma, out=cur[0::2])
     torch.sub(base, z, alpha=ctx.noise.sigma, out=cur[1::2])
+    return cur if bias is None else cur.add_(bias)
+
+
+def _shared_rows_current(
+    fc: nn.Linear, h: Tensor, rows: tuple[Tensor, tuple[int, ...]], ctx: Context,
+    bias: Tensor | None,
+) -> Tensor:  # fmt: skip
+    """Table members in antithetic pairs on the shared input, pair ``k``'s noise being table
+    rows ``first_k .. first_k + N``: ``x T^T`` over every row once per generation (cached),
+    and each member ``x W^T +- sigma`` its pair's slice of it -- no per-pair product."""
+    table, first = rows
+    n, sigma = fc.weight.shape[0], ctx.noise.sigma
+    base = _shared_base(fc, h, ctx)  # (M, N)
+    key = ("table", id(fc))
+    if key not in ctx.shared:
+        ctx.shared[key] = h @ table.T  # (M, R)
+    full = ctx.shared[key]
+    cur = h.new_empty(2 * len(first), *base.shape)
+    for k, r in enumerate(first):
+        torch.add(base, full[:, r : r + n], alpha=sigma, out=cur[2 * k])
+        torch.sub(base, full[:, r : r + n], alpha=sigma, out=cur[2 * k + 1])
     return cur if bias is None else cur.add_(bias)
 
 

@@ -141,7 +141,7 @@ class Noise:
     def __init__(self, params: Sequence[Tensor], pert: Perturbation) -> None:
         self.params, self.pert = list(params), pert
         self.lowrank = [pert.mode == "lowrank" and p.dim() >= 2 for p in params]
-        self._cached: tuple[int, list[Eps]] | None = None
+        self._cached: tuple[tuple[int, bool], list[Eps]] | None = None
         # table mode: parameter j's noise is entries starts[j]:starts[j+1] of a pair's window
         self._starts = [0, *itertools.accumulate(p.numel() for p in self.params)]
         self._table: Tensor | None = None
@@ -159,12 +159,15 @@ class Noise:
             if p0.dim() >= 2 and pert.population // 2 * p0.shape[0] >= rows:
                 self._rows = self._table[: rows * width].view(rows, width)
 
-    def _block(self, b: int) -> list[Eps]:
-        """Pair noise of block ``b``: one entry per parameter, leading axis PAIRS_PER_BLOCK."""
-        if self._cached is not None and self._cached[0] == b:
+    def _block(self, b: int, first: bool = True) -> list[Eps]:
+        """Pair noise of block ``b``: one entry per parameter, leading axis PAIRS_PER_BLOCK
+        (``first=False``: the first parameter's entry left empty, (PAIRS_PER_BLOCK, 0), for
+        a table chunk whose layer reads it as rows)."""
+        key = (b, first or self._table is None)
+        if self._cached is not None and self._cached[0] == key:
             return self._cached[1]
-        out = self._table_block(b) if self._table is not None else self._drawn_block(b)
-        self._cached = (b, out)
+        out = self._table_block(b, first) if self._table is not None else self._drawn_block(b)
+        self._cached = (key, out)
         return out
 
     def _drawn_block(self, b: int) -> list[Eps]:
@@ -186,13 +189,16 @@ class Noise:
                 out.append(randn(k, *p.shape))
         return out
 
-    def _table_block(self, b: int) -> list[Eps]:
+    def _table_block(self, b: int, first: bool = True) -> list[Eps]:
         """Block ``b`` read from the table: each pair's window starts at its own offset."""
         assert self._table is not None
         table, starts = self._table, self._starts
         offsets = [r * self._width for r in self._first_rows(b)]
         out: list[Eps] = []
         for j, p in enumerate(self.params):
+            if j == 0 and not first:
+                out.append(table.new_empty(PAIRS_PER_BLOCK, 0))
+                continue
             parts = [table[o + starts[j] : o + starts[j + 1]] for o in offsets]
             out.append(torch.stack(parts).view(PAIRS_PER_BLOCK, *p.shape))
         return out
@@ -205,13 +211,14 @@ class Noise:
         k0 = b * PAIRS_PER_BLOCK
         return [(start + k * step) % self._row_span for k in range(k0, k0 + PAIRS_PER_BLOCK)]
 
-    def pairs(self, k0: int, k1: int) -> list[Eps]:
-        """Noise of pairs ``k0 .. k1-1`` (leading axis ``k1 - k0``)."""
+    def pairs(self, k0: int, k1: int, first: bool = True) -> list[Eps]:
+        """Noise of pairs ``k0 .. k1-1`` (leading axis ``k1 - k0``; ``first=False``: see
+        :meth:`_block`)."""
         parts = []
         for b in range(k0 // PAIRS_PER_BLOCK, (k1 - 1) // PAIRS_PER_BLOCK + 1):
             lo = max(k0 - b * PAIRS_PER_BLOCK, 0)
             hi = min(k1 - b * PAIRS_PER_BLOCK, PAIRS_PER_BLOCK)
-            parts.append([_slice(e, lo, hi) for e in self._block(b)])
+            parts.append([_slice(e, lo, hi) for e in self._block(b, first)])
         return [_cat([part[j] for part in parts]) for j in range(len(self.params))]
 
     def members(self, m0: int, m1: int) -> ChunkNoise:
@@ -220,9 +227,14 @@ class Noise:
         lo, hi = m0 - 2 * k0, m1 - 2 * k0
         eps: list[Eps | None] = []
         aligned = lo == 0 and hi % 2 == 0  # whole pairs: full noise can stay per pair
+        # the first weight's windows as table rows: copied out only if a layer asks for them
+        by_rows = self._rows is not None and aligned
         pairs: list[Eps | None] = []
-        for e in self.pairs(k0, k1):
-            if isinstance(e, tuple):  # the sign goes on A only: (-A) B^T = -(A B^T)
+        for j, e in enumerate(self.pairs(k0, k1, first=not by_rows)):
+            if by_rows and j == 0:
+                eps.append(None)
+                pairs.append(None)
+            elif isinstance(e, tuple):  # the sign goes on A only: (-A) B^T = -(A B^T)
                 a, b = e
                 eps.append((_signed(a)[lo:hi], b.repeat_interleave(2, 0)[lo:hi]))
                 pairs.append(None)
@@ -233,11 +245,12 @@ class Noise:
                 eps.append(_signed(e)[lo:hi])
                 pairs.append(None)
         rows = None
-        if self._rows is not None and aligned:
+        if by_rows:
+            assert self._rows is not None
             first = [r for b in range(k0 // PAIRS_PER_BLOCK, (k1 - 1) // PAIRS_PER_BLOCK + 1)
                      for r in self._first_rows(b)]  # fmt: skip
             skip = k0 % PAIRS_PER_BLOCK
-            rows = (self._rows, torch.tensor(first[skip : skip + k1 - k0]))
+            rows = (self._rows, tuple(first[skip : skip + k1 - k0]))
         return ChunkNoise(self.params, eps, self.pert.sigma, size=m1 - m0, pairs=pairs, rows=rows)
 
 
@@ -261,10 +274,11 @@ class ChunkNoise:
         size: int = 0,
         pairs: list[Eps | None] | None = None,
         taps: dict[int, Callable[[Tensor], None]] | None = None,
-        rows: tuple[Tensor, Tensor] | None = None,
+        rows: tuple[Tensor, tuple[int, ...]] | None = None,
     ) -> None:
         self.sigma = sigma
-        self._rows = rows  # table mode: (table rows (R, in), each pair's first row (c/2,))
+        self._rows = rows  # table mode: (table rows (R, in), each pair's first row), for
+        # the first parameter, whose pair noise is then copied out only when asked for
         self.taps = taps or {}  # by id of a LIF population: what records its members' current
         self.size = size or (_len(eps[0]) if eps and eps[0] is not None else 0)
         self._index = {id(p): j for j, p in enumerate(params)}
@@ -277,10 +291,14 @@ class ChunkNoise:
         ``+sigma e_k``, ``2k+1`` adds ``-sigma e_k``; None when ``p`` has none or the chunk
         does not hold whole pairs."""
         j = self._index.get(id(p))
+        if j == 0 and self._rows is not None and self._pairs[0] is None:
+            table, first = self._rows
+            n = p.shape[0]
+            self._pairs[0] = torch.stack([table[r : r + n] for r in first]).view(-1, *p.shape)
         e = None if j is None else self._pairs[j]
         return e if isinstance(e, Tensor) else None
 
-    def rows(self, p: Tensor) -> tuple[Tensor, Tensor] | None:
+    def rows(self, p: Tensor) -> tuple[Tensor, tuple[int, ...]] | None:
         """For the first perturbed weight in table mode: the table as rows (R, in) and each
         pair's first row, pair ``k``'s noise being rows ``first[k] : first[k] + out``; None
         otherwise (or when a per-pair product is cheaper)."""
@@ -317,7 +335,7 @@ class ChunkNoise:
             return None
         e = self._eps[j]
         if e is None:  # whole pairs, signed on first use
-            e = self._eps[j] = _signed(self._pairs[j])  # type: ignore[arg-type]
+            e = self._eps[j] = _signed(self.pair(p))  # type: ignore[arg-type]
         return e
 
     def weights(self, p: Tensor) -> Tensor:
