@@ -18,7 +18,7 @@ pairs). Per parameter ``p``:
   normals (~9 ns each on a CPU). Entries of two pairs' windows at different offsets are
   distinct draws, so members stay uncorrelated; :func:`table_size` picks the table's length.
   Offsets are whole rows of the first parameter's matrix view (``table`` seen as (R, in)),
-  distinct within a generation (a stride through the rows from a random start), so the first
+  distinct within a generation (an even stride through the rows from a random start), so the first
   weight's noise of every pair is a run of rows of one fixed matrix: the batched layer on the
   shared input computes ``x T^T`` once and reads each pair's ``x E_k^T`` as a slice of it.
 
@@ -205,8 +205,8 @@ class Noise:
 
     def _first_rows(self, b: int) -> list[int]:
         """The first table row of each pair of block ``b``: ``(start + k * step) mod span``,
-        start and step (coprime to the span) drawn per generation, so no two pairs of a
-        generation share an offset until there are more pairs than rows."""
+        the start drawn per generation (:func:`_stride`), so no two pairs of a generation
+        share an offset until there are more pairs than rows."""
         start, step = self._stride
         k0 = b * PAIRS_PER_BLOCK
         return [(start + k * step) % self._row_span for k in range(k0, k0 + PAIRS_PER_BLOCK)]
@@ -302,7 +302,7 @@ class ChunkNoise:
         """For the first perturbed weight in table mode: the table as rows (R, in) and each
         pair's first row, pair ``k``'s noise being rows ``first[k] : first[k] + out``; None
         otherwise (or when a per-pair product is cheaper)."""
-        return self._rows if self._pairs and self._index.get(id(p)) == 0 else None
+        return self._rows if self._index.get(id(p)) == 0 else None
 
     def current(self, neuron: object, cur: Tensor, whole: bool = True) -> Tensor:
         """``cur`` (c, B, N) static or (c, T, B, N) plus the chunk's noise on ``neuron``'s
@@ -376,11 +376,14 @@ class Offsets:
 
 
 def _stride(span: int, seed: int) -> tuple[int, int]:
-    """A start in ``[0, span)`` and a step coprime to ``span``, from ``seed``."""
+    """A start in ``[0, span)`` drawn from ``seed``, and the step nearest ``span`` times the
+    golden ratio's conjugate that is coprime to ``span``: the offsets ``start + k * step``
+    are distinct and spread evenly over the span for every number of pairs (a Weyl
+    sequence), where a random step could bunch them and random offsets would repeat some."""
     g = torch.Generator()
     g.manual_seed(seed)
-    start, step = (int(v) for v in torch.randint(0, max(span, 1), (2,), generator=g))
-    step = max(step, 1)
+    start = int(torch.randint(0, max(span, 1), (1,), generator=g))
+    step = max(1, round(span * 0.6180339887498949))
     while math.gcd(step, span) != 1:
         step += 1
     return start, step
