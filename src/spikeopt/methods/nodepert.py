@@ -259,7 +259,7 @@ class NodePert(Strategy):
     def evaluate(self, state: TrainState, gen: Generation) -> Tensor:
         """Every member's per-sample losses (forked RNG: the base pass's dropout masks)."""
         spec: NodePerturbation = gen.source
-        activity: list[Tensor] | None = [] if spec.recorded else None
+        activity: list[Tensor] | None = [] if spec.recording() else None
         with self.replayed(gen):
             samples, shared = self.objective.sample_losses(  # type: ignore[attr-defined]
                 state.model, gen.source, gen.batch, activity
@@ -275,7 +275,7 @@ class NodePert(Strategy):
         diff = pair_differences(samples, shared)  # (K, B)
         batch = samples.shape[1]
         # ~ d loss_b / d I_b from what each pair measured where recorded, else from the noise
-        recorded = dict(zip(spec.recorded or (), gen.aux["activity"] or ()))
+        recorded = dict(zip(spec.recording(), gen.aux["activity"] or ()))
         ridge = self.cfg.nodepert.ridge
         noise = self._noise_credit(model, gen, diff) if len(recorded) < len(spec.layers) else []
         cur_grads = [least_squares(diff / 2, recorded[j], ridge) / batch if j in recorded

@@ -128,8 +128,9 @@ def _shared_rows_current(
     full = ctx.shared[key]
     cur = h.new_empty(2 * len(first), *base.shape)
     for k, r in enumerate(first):
-        torch.add(base, full[:, r : r + n], alpha=sigma, out=cur[2 * k])
-        torch.sub(base, full[:, r : r + n], alpha=sigma, out=cur[2 * k + 1])
+        z = full[:, r : r + n]  # a view: pair k's x E_k^T
+        torch.add(base, z, alpha=sigma, out=cur[2 * k])
+        torch.sub(base, z, alpha=sigma, out=cur[2 * k + 1])
     return cur if bias is None else cur.add_(bias)
 
 

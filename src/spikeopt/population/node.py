@@ -61,6 +61,10 @@ class NodePerturbation:
         if self.grids and len(self.grids) != len(self.layers):
             raise ValueError("one grid (or ()) per node layer")
 
+    def recording(self) -> tuple[int, ...]:
+        """Positions in ``layers`` whose currents are recorded when activity is asked for."""
+        return tuple(range(len(self.layers))) if self.recorded is None else self.recorded
+
 
 def coarse(grid: tuple[int, ...]) -> int:
     """Draws per sample of a blocked conv current (C, H, W, bh, bw): one per channel and block
@@ -139,10 +143,8 @@ class NodeNoise:
         noise plus what the noise of the layers before it did to the layer's input (activity
         credit)."""
         pairs = self.population // 2
-        which = self.spec.recorded
-        which = tuple(range(len(self.spec.layers))) if which is None else which
         new = self.node.params[0].new_zeros
-        self.activity = {j: new(pairs, *self.spec.shapes[j]) for j in which}
+        self.activity = {j: new(pairs, *self.spec.shapes[j]) for j in self.spec.recording()}
         return list(self.activity.values())
 
     def pairs(self, k0: int, k1: int) -> list[Tensor]:
