@@ -53,9 +53,11 @@ def warm_weights(recipe: str, base: dict[str, Any], epochs: int) -> dict[str, to
 
 
 def layer_cosines(recipe: str, over: dict[str, Any], warm: dict[str, torch.Tensor],
-                  batches: int) -> tuple[dict[str, float], dict[str, float], float]:  # fmt: skip
-    """Mean per-layer cosine of the method's estimate with the surrogate gradient, the mean
-    per-layer norm ratio (estimate / surrogate gradient), and the seconds per generation."""
+                  batches: int, by: str = "layer") -> tuple[dict[str, float], dict[str, float],
+                                                          float]:  # fmt: skip
+    """Mean per-layer (``by='param'``: per-parameter) cosine of the method's estimate with the
+    surrogate gradient, the mean norm ratio (estimate / surrogate gradient), and the seconds
+    per generation."""
     exp = build(api.resolve(recipe, over))
     exp.model.load_state_dict(warm)
     names = {id(p): n for n, p in exp.model.named_parameters()}
@@ -77,7 +79,8 @@ def layer_cosines(recipe: str, over: dict[str, Any], warm: dict[str, torch.Tenso
         true = method.objective.gradient(state.model, gen.batch)  # type: ignore[attr-defined]
         groups: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
         for p, e, g in zip(gen.params, estimate, true):
-            layer = ".".join(names[id(p)].split(".")[:2])  # layers.<i>
+            name = names[id(p)]
+            layer = name if by == "param" else ".".join(name.split(".")[:2])  # layers.<i>
             a, b = groups.setdefault(layer, ([], []))
             a.append(e)
             b.append(g)
@@ -102,6 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warm-epochs", type=int, default=3)
     ap.add_argument("--batches", type=int, default=8, help="generations per variant")
     ap.add_argument("--threads", type=int, help="torch.set_num_threads")
+    ap.add_argument("--by", choices=("layer", "param"), default="layer",
+                    help="compare per layer or per parameter tensor")  # fmt: skip
     ap.add_argument("--json", help="also write the results to this JSON file")
     args = ap.parse_args(argv)
     if args.threads:
@@ -111,7 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     for variant in args.variants:
         name, _, text = variant.partition("=")
-        cos, norm, sec = layer_cosines(args.recipe, {**base, **settings(text)}, warm, args.batches)
+        cos, norm, sec = layer_cosines(
+            args.recipe, {**base, **settings(text)}, warm, args.batches, args.by
+        )
         results[name] = {"cosines": cos, "norm_ratios": norm, "seconds_per_generation": sec,
                          "settings": text}  # fmt: skip
         print(f"{name}: {sec * 1000:.0f} ms/generation", file=sys.stderr, flush=True)
@@ -122,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, r in results.items()
     ]  # fmt: skip
     env = environment(("torch", "spikeopt"))
-    print(f"# per-layer cosine with the surrogate gradient: {args.recipe}, {args.warm_epochs} "
+    print(f"# per-{args.by} cosine with the surrogate gradient: {args.recipe}, {args.warm_epochs} "
           f"BPTT epochs of warm-up, mean over {args.batches} batches; torch "
           f"{env['versions']['torch']}, {env['torch_threads']} thread(s)\n")  # fmt: skip
     print(markdown_table(["variant", *layers, "ms / generation"], rows))
@@ -130,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     # credit does: an unbiased estimate is larger than the gradient, a projection smaller
     ratios = [[name, *(f"{r['norm_ratios'].get(layer, float('nan')):.3g}" for layer in layers)]
               for name, r in results.items()]  # fmt: skip
-    print("\n# norm of the estimate / norm of the surrogate gradient, per layer\n")
+    print(f"\n# norm of the estimate / norm of the surrogate gradient, per {args.by}\n")
     print(markdown_table(["variant", *layers], ratios))
     if args.json:
         write_json(args.json, {"env": env, "recipe": args.recipe, "results": results})

@@ -56,7 +56,7 @@ MethodName = Literal[
 ]
 NodeSigmaMode = Literal["relative", "absolute"]
 NodeNoiseMode = Literal["held", "step"]
-NodeConvMode = Literal["weight", "node"]
+NodeConvMode = Literal["weight", "node", "sample", "auto"]
 NodeSplit = Literal["joint", "layer"]
 NodeCredit = Literal["auto", "activity", "noise", "mixed"]
 RLNormalize = Literal["returns", "advantages", "none"]
@@ -228,7 +228,12 @@ class NodePertConfig:
         "relative", "relative: sigma x the layer's current std on the batch; absolute: sigma"
     )
     noise: NodeNoiseMode = doc("held", "held: one draw per sample for the sequence; step: per step")
-    conv: NodeConvMode = doc("node", "noise of conv layers: node (their currents) or weight (es.*)")
+    conv: NodeConvMode = doc(
+        "node",
+        "noise of conv layers: node (their currents), sample (per-sample kernel noise), auto "
+        "(sample where the kernel has fewer weights than the current has values per sample, "
+        "else node) or weight (ES weight noise, es.*)",
+    )
     split: NodeSplit = doc(
         "joint", "joint: every pair perturbs every layer; layer: each pair one layer, ~sqrt(dim)"
     )

@@ -106,7 +106,9 @@ def test_digits_es_learns_well_above_chance(mode):
     "extra", [{}, {"encoder.kind": "rate", "data.normalize": False, "model.dropout": 0.2,
                    "es.sigma_schedule": "exponential", "es.sigma_decay": 0.9},
               {"method.name": "snes"}, {"method.name": "cma", "model.hidden": [8]},
-              {"method.name": "nodepert", "model.dropout": 0.2, "model.init": "fluct"}],
+              {"method.name": "nodepert", "model.dropout": 0.2, "model.init": "fluct"},
+              {"method.name": "nodepert", "model.arch": "conv", "model.channels": [4],
+               "model.norm": "batch", "nodepert.conv": "sample"}],
 )  # fmt: skip
 def test_es_family_resume_continues_exactly(tmp_path, extra):
     over = {**TINY, "trainer.epochs": 4, **extra}

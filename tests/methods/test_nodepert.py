@@ -9,7 +9,13 @@ import torch
 from spikeopt.config import Config, ConfigError, apply
 from spikeopt.functional.loss import make_loss
 from spikeopt.methods import make_method
-from spikeopt.methods.nodepert import credit_for, least_squares, node_layers
+from spikeopt.methods.nodepert import (
+    credit_for,
+    kernel_positions,
+    kernel_sigmas,
+    least_squares,
+    node_layers,
+)
 from spikeopt.methods.strategy import Generation, cosine
 from spikeopt.nn import build_model
 from spikeopt.population import (
@@ -18,6 +24,7 @@ from spikeopt.population import (
     block_sizes,
     coarse,
     evaluate_samples,
+    layer_params,
     perturbed,
 )
 from spikeopt.population.node import expand_blocks
@@ -128,7 +135,7 @@ def test_conv_layers_take_weight_noise_or_node_noise():
 @pytest.mark.parametrize(
     ("over", "match"),
     [({"nodepert.sigma": 0.0}, "nodepert.sigma"), ({"nodepert.sigma": float("nan")}, "sigma"),
-     ({"nodepert.noise": "every"}, "held, step"), ({"nodepert.conv": "both"}, "weight, node"),
+     ({"nodepert.noise": "every"}, "held, step"), ({"nodepert.conv": "both"}, "sample, auto"),
      ({"nodepert.sigma_mode": "rel"}, "relative, absolute"), ({"es.population": 7}, "even"),
      ({"nodepert.block": 0}, "nodepert.block")],
 )  # fmt: skip
@@ -346,3 +353,162 @@ def test_activity_credit_is_refused_with_ray_workers_and_a_bad_ridge():
         cfg = apply(Config(), {**DIGITS, **over})
         with pytest.raises(ConfigError, match=match):
             make_method(cfg, make_loss(cfg.loss))
+
+
+def _conv_net(norm, channels=(4, 6)):
+    cfg = apply(Config(), {**DIGITS, "model.arch": "conv", "model.channels": list(channels),
+                           "model.hidden": [], "model.norm": norm, "encoder.steps": 3})  # fmt: skip
+    torch.manual_seed(0)
+    return cfg, build_model(cfg, (1, 8, 8), 10)
+
+
+def _kernel_spec(model, batch, population=6, sigmas=None):
+    convs = [layer for layer in model.layers if type(layer).__name__ == "ConvLIF"]
+    dims = [sum(p.numel() for p in layer_params(layer)) for layer in convs]
+    sig = sigmas or tuple(tuple(0.1 * (k + 1) for k in range(len(layer_params(layer))))
+                          for layer in convs)  # fmt: skip
+    n = len(convs)
+    return NodePerturbation(population, tuple(range(n + 1)), (*(1.0,) * n, 0.1),
+                            (*((batch, d) for d in dims), (batch, 10)), seed=5,
+                            generation=2, kernels=tuple(range(n)), kernel_sigmas=sig)  # fmt: skip
+
+
+@pytest.mark.parametrize(("norm", "static"), [("none", True), ("batch", True), ("batch", False)])
+def test_per_sample_kernel_noise_equals_each_sample_run_with_its_own_parameters(norm, static):
+    # the reference: the plain model, every sample's conv run with its own kernel (and bias),
+    # batch norm on the batch's statistics with every sample's own affine
+    F = torch.nn.functional
+    cfg, model = _conv_net(norm)
+    data, batch = load_dataset(cfg.data), 5
+    frames = data.x_train[:batch][:, None]
+    x = frames.expand(-1, 3, -1, -1, -1) if static else frames * torch.rand(batch, 3, 1, 1, 1)
+    y, loss = data.y_train[:batch], make_loss(cfg.loss)
+    spec = _kernel_spec(model, batch)
+    samples, _ = evaluate_samples(model, spec, (x, y), loss, chunk=4)  # chunks of 4 + 2
+    noise = NodeNoise(model, [p for _, p in perturbed(model)], spec)
+    for m in range(6):
+        chunk = noise.members(m, m + 1)
+        change = {k: v[0] for k, v in chunk.kernels.items()}  # by id(param): (B, *shape)
+
+        def conv(mod, args, out, change=change):
+            rows = args[0]  # (B*T, C, H, W), frame f from sample f // T
+            per = rows.shape[0] // batch
+            out = []
+            for f in range(rows.shape[0]):
+                w = mod.weight + change[id(mod.weight)][f // per]
+                b = None if mod.bias is None else mod.bias + change[id(mod.bias)][f // per]
+                out.append(F.conv2d(rows[f : f + 1], w, b, mod.stride, mod.padding))
+            return torch.cat(out)
+
+        def bn(mod, args, out, change=change):
+            z = args[0]
+            b = torch.arange(z.shape[0]) // (z.shape[0] // batch)
+            scale = (mod.weight + change[id(mod.weight)][b])[:, :, None, None]
+            shift = (mod.bias + change[id(mod.bias)][b])[:, :, None, None]
+            return F.batch_norm(z, None, None, None, None, True, 0.0, mod.eps) * scale + shift
+
+        xi = chunk.node[id(model.layers[2].neuron)][0]
+        hooks = [model.layers[2].fc.register_forward_hook(
+            lambda mod, a, out, xi=xi: out + (xi if out.dim() == 2 else xi[:, None]))]  # fmt: skip
+        for layer in model.layers[:2]:
+            hooks.append(layer.conv.register_forward_hook(conv))
+            if layer.bn is not None:
+                hooks.append(layer.bn.register_forward_hook(bn))
+        with torch.no_grad():
+            s, v = model(x)
+        for h in hooks:
+            h.remove()
+        assert torch.allclose(samples[m].float(), loss.per_sample(s, v, y)[0], atol=1e-5), m
+    assert not torch.equal(samples[0], samples[1])  # the pair's noise moved the losses
+
+
+def test_per_sample_kernel_credit_converges_to_the_batch_gradient_of_every_parameter():
+    # pair loss differences exactly linear in the injected parameter noise, per sample
+    # d_kb = 2 <sigma xi_kb, h_b>: the estimate of each tensor is the batch mean of its h_b
+    cfg, model = _conv_net("batch", (4,))
+    method = make_method(cfg, make_loss(cfg.loss))
+    state = method.init(model, cfg)
+    ps = layer_params(model.layers[0])
+    batch, sigmas = 6, (0.05, 0.3, 0.2)
+    scale = torch.cat([torch.full((p.numel(),), s) for p, s in zip(ps, sigmas)])
+    # per-sample gradients: a shared part plus each sample's own; sensitivities ~ 1 / sigma, so
+    # each tensor's noise moves the loss alike (as kernel_sigmas's current-matched sigmas do)
+    h = (torch.randn(scale.numel()) + 0.5 * torch.randn(batch, scale.numel())) / scale
+    true = [t.mean(0).view_as(p) for p, t in zip(ps, h.split([p.numel() for p in ps], 1))]
+    errors = []
+    for population in (64, 4096):
+        spec = NodePerturbation(population, (0,), (1.0,), ((batch, h.shape[1]),), 3, 0,
+                                kernels=(0,), kernel_sigmas=(sigmas,))  # fmt: skip
+        gen = Generation(None, [p for _, p in perturbed(model)], source=spec)
+        noise = NodeNoise(model, gen.params, spec)
+        xi = noise.pairs(0, population // 2)[0]  # (K, B, D) unit draws
+        diff = 2 * (xi * noise.scales[0] * h).sum(-1)  # (K, B)
+        samples = torch.zeros(population, batch, dtype=torch.float64)
+        samples[0::2] = diff.double()
+        gen.aux = {"losses": (samples, torch.zeros(population)), "activity": None, "seen": {}}
+        est = dict(zip(map(id, gen.params), method.tell(state, gen)))
+        errors.append([float((est[id(p)] - t).norm() / t.norm()) for p, t in zip(ps, true)])
+    # relative error ~ sqrt(D / (B pairs)): ~0.06 at 2048 pairs, ~0.5 at 32 (D = 44, B = 6)
+    assert all(e < 0.15 for e in errors[1]), errors
+    assert all(a > 4 * b for a, b in zip(*errors)), errors  # unbiased: shrinks ~ 1/sqrt(pairs)
+
+
+def test_auto_gives_per_sample_kernel_noise_where_the_kernel_is_smaller_than_its_current():
+    _, model = _conv_net("batch", (16, 32))
+    layers = node_layers(model, "auto")
+    assert layers == [0, 1, 2]
+    # conv1: 16 x 1 x 3 x 3 = 144 weights < 16 x 8 x 8 currents; conv2: 4608 > 32 x 4 x 4
+    assert kernel_positions(model, layers, "auto") == (0,)
+    assert kernel_positions(model, layers, "sample") == (0, 1)
+    assert kernel_positions(model, layers, "node") == ()
+
+
+@pytest.mark.parametrize("relative", [True, False])
+def test_kernel_sigmas_move_the_current_by_the_node_noise_of_the_same_setting(relative):
+    # each tensor's noise alone moves the layer's current by sigma x its std (relative) or by
+    # sigma (absolute): the rule that makes one nodepert.sigma fit node and kernel noise alike
+    F = torch.nn.functional
+    cfg, model = _conv_net("batch", (4,))
+    layer = model.layers[0]
+    data = load_dataset(cfg.data)
+    x = (data.x_train[:64][:, None] * 3).expand(-1, 3, -1, -1, -1)  # off unit scale
+    sigmas = kernel_sigmas(layer, x, 0.1, relative)
+    ps = layer_params(layer)
+    assert len(sigmas) == len(ps) == 3
+
+    def current(w, gamma, beta):
+        z = F.conv2d(x[:, 0], w, None, layer.conv.stride, layer.conv.padding)
+        return F.batch_norm(z, None, None, gamma, beta, True, 0.0, layer.bn.eps)
+
+    torch.manual_seed(1)
+    with torch.no_grad():
+        base = current(*ps)
+        target = 0.1 * (float(base.std()) if relative else 1.0)
+        for k, s in enumerate(sigmas):  # the rms change over 200 draws (4 channels each)
+            sq = 0.0
+            for _ in range(200):
+                moved = [p + s * torch.randn_like(p) if j == k else p for j, p in enumerate(ps)]
+                sq += float((current(*moved) - base).pow(2).mean()) / 200
+            if k == 0 and not relative:  # batch norm rescales a kernel change by 1 / std
+                target_k = target / float(F.conv2d(x[:, 0], ps[0], None, 1, 1).std())
+            else:
+                target_k = target
+            assert sq**0.5 == pytest.approx(target_k, rel=0.25), k
+
+
+def test_conv_sample_trains_without_es_noise_and_learns_on_hard_spikes():
+    cfg, _ = _conv_net("batch", (4,))
+    cfg = apply(cfg, {"nodepert.conv": "sample", "es.population": 16, "optim.name": "adam",
+                      "optim.lr": 1e-2, "model.hidden": [32]})  # fmt: skip
+    torch.manual_seed(0)
+    model = build_model(cfg, (1, 8, 8), 10)
+    data = load_dataset(cfg.data)
+    batch = (data.x_train[:64][:, None].expand(-1, 3, -1, -1, -1), data.y_train[:64])
+    method = make_method(cfg, make_loss(cfg.loss))
+    state = method.init(model, cfg)
+    first = None
+    for _ in range(30):
+        state, metrics = method.step(state, batch)
+        first = first if first is not None else metrics["loss"]
+    assert "sigma" not in metrics and metrics["kernel_sigma_0"] > 0  # no ES weight noise left
+    assert metrics["loss"] < 0.8 * first  # a fixed batch: the loss must fall (node: 0.68)

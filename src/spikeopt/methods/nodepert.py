@@ -76,13 +76,14 @@ from spikeopt.population import (
     block_sizes,
     coarse,
     estimate,
+    layer_params,
     split_pairs,
     supports,
 )
 
 SIGMA_MODES: tuple[str, ...] = ("relative", "absolute")
 NOISE: tuple[str, ...] = ("held", "step")
-CONV: tuple[str, ...] = ("weight", "node")
+CONV: tuple[str, ...] = ("weight", "node", "sample", "auto")
 SPLIT: tuple[str, ...] = ("joint", "layer")
 CREDIT: tuple[str, ...] = ("auto", "activity", "noise", "mixed")
 # credit=auto takes activity credit up to this population: beyond it the pairs' recorded
@@ -99,10 +100,28 @@ def layers_of(model: nn.Module) -> nn.ModuleList:
 
 
 def node_layers(model: nn.Module, conv: str) -> list[int]:
-    """Indices of the layers whose currents take node noise: dense and recurrent layers, and
-    conv layers when ``conv == 'node'``."""
-    kinds: tuple[type, ...] = (LinearLIF, RecurrentLIF) + ((ConvLIF,) if conv == "node" else ())
+    """Indices of the layers credited sample by sample: dense and recurrent layers, and conv
+    layers unless ``conv == 'weight'`` (their currents or, per :func:`kernel_positions`, their
+    kernels take the per-sample noise)."""
+    kinds: tuple[type, ...] = (LinearLIF, RecurrentLIF) + (() if conv == "weight" else (ConvLIF,))
     return [i for i, layer in enumerate(layers_of(model)) if type(layer) in kinds]
+
+
+def kernel_positions(model: nn.Module, layers: list[int], conv: str) -> tuple[int, ...]:
+    """Positions in ``layers`` whose conv kernels take per-sample kernel noise: every conv layer
+    for ``conv == 'sample'``; for ``auto`` those whose kernel has fewer weights than their
+    current has values per sample (a kernel shared over every position: the per-sample
+    estimate of W has fewer dimensions than that of the current it drives)."""
+    if conv not in ("sample", "auto"):
+        return ()
+    out = []
+    for j, i in enumerate(layers):
+        layer = layers_of(model)[i]
+        if isinstance(layer, ConvLIF):
+            values = layer.conv.out_channels * math.prod(layer.hw)  # currents per sample
+            if conv == "sample" or layer.conv.weight.numel() < values:
+                out.append(j)
+    return tuple(out)
 
 
 def synapses(layer: nn.Module) -> list[nn.Parameter]:
@@ -113,6 +132,33 @@ def synapses(layer: nn.Module) -> list[nn.Parameter]:
     if isinstance(layer, ConvLIF):
         parts = [layer.conv] + ([layer.bn] if layer.bn is not None else [])
     return [p for m in parts for p in m.parameters() if p.requires_grad]
+
+
+def kernel_sigmas(layer: ConvLIF, h: Tensor, sigma: float, relative: bool) -> tuple[float, ...]:
+    """Per-sample parameter noise stds of a conv layer, one per tensor of
+    :func:`~spikeopt.population.node.layer_params`, each moving the layer's current by
+    ``sigma`` times its std on ``h`` (``relative``; else ``sigma`` current units): a kernel
+    change of std s moves each output by s times its input patch's norm (so s is the target
+    over the patches' rms norm), a bias or batch norm shift moves it by s, a batch norm scale
+    by s times the normalised current (std 1)."""
+    conv, bn = layer.conv, layer.bn
+    x = h[:, 0] if is_static(h) else h.flatten(0, 1)
+    ones = x.new_ones(1, *conv.weight.shape[1:])
+    patch = float(F.conv2d(x.square(), ones, None, conv.stride, conv.padding, conv.dilation)
+                  .mean().sqrt())  # fmt: skip
+    z = F.conv2d(x, conv.weight, None, conv.stride, conv.padding, conv.dilation)
+    pre = float(z.std()) if relative else 1.0  # the conv's output, before batch norm
+    post = pre
+    if bn is not None and relative:
+        post = float(F.batch_norm(z, None, None, bn.weight, bn.bias, True, 0.0, bn.eps).std())
+    pre, post = (v if v > 0 else 1.0 for v in (pre, post))
+    out = []
+    for p in layer_params(layer):
+        if p is conv.weight:
+            out.append(sigma * pre / (patch if patch > 0 else 1.0))
+        else:
+            out.append(sigma * (pre if p is conv.bias else post))
+    return tuple(out)
 
 
 def current(layer: nn.Module, h: Tensor, spikes: Tensor, held: bool) -> Tensor:
@@ -228,12 +274,23 @@ class NodePert(Strategy):
         n, e, model = self.cfg.nodepert, self.cfg.es, state.model
         held = n.noise == "held"
         layers, seen = gen.aux["layers"], gen.aux["seen"]
-        sigmas, shapes = [], []
+        kernels = kernel_positions(model, layers, n.conv)
+        relative = n.sigma_mode == "relative"
+        sigmas: list[float] = []
+        shapes: list[tuple[int, ...]] = []
+        per: list[tuple[float, ...]] = []
         with torch.no_grad():
-            for i in layers:
+            for j, i in enumerate(layers):
                 h, s = seen[i]
-                z = current(layers_of(model)[i], h, s, held)
-                scale = float(z.std()) if n.sigma_mode == "relative" else 1.0
+                layer = layers_of(model)[i]
+                if j in kernels:  # one draw per sample, held (as the parameters are)
+                    per.append(kernel_sigmas(layer, h, n.sigma, relative))
+                    sigmas.append(1.0)  # the per-tensor sigmas scale it
+                    shapes.append((h.shape[0], sum(p.numel() for p in layer_params(layer))))
+                    gen.metrics[f"kernel_sigma_{i}"] = per[-1][0]
+                    continue
+                z = current(layer, h, s, held)
+                scale = float(z.std()) if relative else 1.0
                 sigmas.append(n.sigma * (scale if scale > 0 else 1.0))
                 shapes.append(tuple(z.shape) if held else (z.shape[1], z.shape[0], z.shape[2]))
                 gen.metrics[f"node_sigma_{i}"] = sigmas[-1]
@@ -246,15 +303,16 @@ class NodePert(Strategy):
                 e.population, sigma, e.rank, e.mode, self.seed, state.step, e.table_size
             )
             gen.metrics["sigma"] = sigma
-        grids = tuple(grid(layers_of(model)[i], n.block) for i in layers)
+        grids = tuple(() if j in kernels else grid(layers_of(model)[i], n.block)
+                      for j, i in enumerate(layers))  # fmt: skip
         assign: tuple[int, ...] = ()
         if n.split == "layer":  # each pair perturbs one layer: no other layer's noise in its
             dims = [math.prod(s[:-2]) * (coarse(g) if g else s[-1]) for s, g in zip(shapes, grids)]
             assign = split_pairs(e.population // 2, dims)
-        recorded = recorded_layers(model, layers, self.credit)
+        recorded = tuple(j for j in recorded_layers(model, layers, self.credit) if j not in kernels)
         return NodePerturbation(e.population, tuple(layers), tuple(sigmas), tuple(shapes),
                                 self.seed, state.step, weights, rest, assign, recorded,
-                                grids if any(grids) else ())  # fmt: skip
+                                grids if any(grids) else (), kernels, tuple(per))  # fmt: skip
 
     def evaluate(self, state: TrainState, gen: Generation) -> Tensor:
         """Every member's per-sample losses (forked RNG: the base pass's dropout masks)."""
@@ -281,8 +339,13 @@ class NodePert(Strategy):
         cur_grads = [least_squares(diff / 2, recorded[j], ridge) / batch if j in recorded
                      else noise[j] for j in range(len(spec.layers))]  # fmt: skip
         grads: dict[int, Tensor] = {}
-        for i, g in zip(spec.layers, cur_grads):
+        for j, (i, g) in enumerate(zip(spec.layers, cur_grads)):
             layer = layers_of(model)[i]
+            if j in spec.kernels:  # per-sample parameter estimates: their sum is the batch's
+                ps = layer_params(layer)
+                for p, gp in zip(ps, g.sum(0).split([p.numel() for p in ps])):
+                    grads[id(p)] = gp.view_as(p).to(p.dtype)
+                continue
             h, s = gen.aux["seen"][i]
             params = synapses(layer)
             with torch.enable_grad():
@@ -315,6 +378,8 @@ class NodePert(Strategy):
         for j, (sigma, g, blocks) in enumerate(zip(spec.sigmas, cur_grads, grids)):
             own = spec.assign.count(j) if spec.assign else pairs  # the pairs that perturbed it
             g = g / (diff.shape[1] * 2 * own * sigma)  # ~ d loss / d I, per sample
+            if j in noise.scales:  # per-sample parameters: ~ d loss / d theta, per sample
+                g = g / noise.scales[j].to(g)
             if blocks:  # a block's draw credits the sum over its positions: give each the mean
                 g = g / block_sizes(blocks).to(g)
             out.append(g if g.dim() == 2 else g.transpose(0, 1))  # (T, B, N) -> (B, T, N)

@@ -16,7 +16,14 @@ from spikeopt.population.evaluate import (
     members_per_pass,
 )
 from spikeopt.population.layers import Context, snn_forward, supports
-from spikeopt.population.node import NodeNoise, NodePerturbation, block_sizes, coarse, split_pairs
+from spikeopt.population.node import (
+    NodeNoise,
+    NodePerturbation,
+    block_sizes,
+    coarse,
+    layer_params,
+    split_pairs,
+)
 from spikeopt.population.noise import (
     MODES,
     PAIRS_PER_BLOCK,
@@ -52,6 +59,7 @@ __all__ = [
     "evaluate_samples",
     "full_rank",
     "get_shaping",
+    "layer_params",
     "materialize",
     "members_of",
     "members_per_pass",

@@ -3,8 +3,11 @@
 On the shared input, a member's low-rank kernel change is an r-channel conv with the kernels
 ``B_i`` then a 1x1 mix by ``A_i`` (the shared ``x * W`` is computed once per generation);
 member-specific inputs take one grouped conv (one group per member) with each member's
-materialised kernels. A hidden conv layer whose spikes are only pooled pools them step by step
-inside the LIF loop, while they are in cache.
+materialised kernels. Per-sample kernel noise (node perturbation's ``nodepert.conv=sample``)
+takes one grouped conv too, one group per sample (shared input: each sample's frames against
+its c members' kernel changes, added to the shared ``x * W``) or per member and sample. A
+hidden conv layer whose spikes are only pooled pools them step by step inside the LIF loop,
+while they are in cache.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ def conv_current(conv: nn.Conv2d, frames: Tensor, shared: bool, ctx: Context) ->
     one output channel per group, and needs no extra passes over the activity.
     """
     c, e = ctx.noise.size, ctx.noise[conv.weight]
+    kernels = ctx.noise.kernels.get(id(conv.weight))
+    if kernels is not None:
+        return _per_sample_current(conv, frames, shared, kernels, ctx)
     if not shared or isinstance(e, Tensor):
         x, groups = (frames, 1) if shared else (_grouped(frames), c)  # one group per member
         w = ctx.noise.weights(conv.weight).flatten(0, 1)  # (c*C', C, k, k)
@@ -64,6 +70,49 @@ def conv_current(conv: nn.Conv2d, frames: Tensor, shared: bool, ctx: Context) ->
     return cur
 
 
+def _per_sample_current(
+    conv: nn.Conv2d, frames: Tensor, shared: bool, kernels: Tensor, ctx: Context
+) -> Tensor:
+    """Current (c, F, C', H, W) when sample ``b`` of member ``i`` runs the kernel
+    ``W + kernels[i, b]`` (kernels (c, B, C', C, k, k)); frames are time-major, frame ``f``
+    being sample ``f % B``. Kernels are not perturbed otherwise (node perturbation); a bias
+    takes its per-sample noise too."""
+    c, batch = kernels.shape[:2]
+    out_ch = conv.weight.shape[0]
+    if shared:  # x * W once per generation, plus each sample against its members' changes
+        key = ("conv", id(conv))
+        if key not in ctx.shared:
+            ctx.shared[key] = _conv(frames, conv.weight, conv)
+        base = ctx.shared[key]  # (F, C', H, W)
+        x = frames.reshape(-1, batch * frames.shape[1], *frames.shape[2:])  # (F/B, B*C, H, W)
+        w = kernels.transpose(0, 1).reshape(-1, *conv.weight.shape[1:])  # (B*c*C', C, k, k)
+        z = _conv(x, w, conv, groups=batch)  # (F/B, B*c*C', H', W')
+        z = z.view(-1, batch, c, out_ch, *z.shape[2:]).permute(2, 0, 1, 3, 4, 5)
+        cur = z.reshape(c, -1, *z.shape[3:]).add_(base)  # (c, F, C', H', W')
+    else:  # every member's and sample's own kernel in one grouped conv
+        steps = frames.shape[1] // batch
+        x = frames.view(c, steps, batch, *frames.shape[2:]).transpose(0, 1)  # (F/B, c, B, ...)
+        w = (kernels + conv.weight).flatten(0, 2)  # (c*B*C', C, k, k)
+        z = _conv(x.reshape(steps, -1, *frames.shape[3:]), w, conv, groups=c * batch)
+        z = z.view(steps, c, batch, out_ch, *z.shape[2:]).transpose(0, 1)
+        cur = z.reshape(c, -1, *z.shape[3:])
+    if conv.bias is not None:
+        cur = cur.add_(per_frame(conv.bias, cur.shape[1], ctx))
+    return cur
+
+
+def per_frame(p: Tensor, frames: int, ctx: Context) -> Tensor:
+    """A per-channel parameter (C,) as every member's value at every frame, (c, F, C, 1, 1):
+    per sample (frame ``f`` being sample ``f % B``) when it takes per-sample noise, else
+    ``(c, 1, C, 1, 1)`` for broadcasting."""
+    change = ctx.noise.kernels.get(id(p))  # (c, B, C)
+    if change is None:
+        return ctx.noise.weights(p)[:, None, :, None, None]
+    c, batch = change.shape[:2]
+    value = (p + change)[:, None].expand(c, frames // batch, batch, p.shape[0])
+    return value.reshape(c, frames, -1, 1, 1)
+
+
 def batch_norm(bn: nn.BatchNorm2d, cur: Tensor, ctx: Context) -> Tensor:
     """Batch norm of (c, F, C, H, W) with each member's own batch statistics and affine.
 
@@ -74,9 +123,9 @@ def batch_norm(bn: nn.BatchNorm2d, cur: Tensor, ctx: Context) -> Tensor:
     """
     weight: Tensor | float = 1.0
     bias: Tensor | None = None
-    if bn.weight is not None and bn.bias is not None:
-        weight = ctx.noise.weights(bn.weight)[:, None, :, None, None]
-        bias = ctx.noise.weights(bn.bias)[:, None, :, None, None]
+    if bn.weight is not None and bn.bias is not None:  # per sample with per-sample noise
+        weight = per_frame(bn.weight, cur.shape[1], ctx)
+        bias = per_frame(bn.bias, cur.shape[1], ctx)
     if bn.training or bn.running_mean is None:  # train mode: statistics of this member's batch
         dims, n = (1, 3, 4), cur.shape[1] * cur.shape[3] * cur.shape[4]
         centred = cur - cur.sum(dims, keepdim=True) / n

@@ -4,9 +4,14 @@ Member ``m`` (pair ``k = m // 2``, sign ``s_m = +1, -1``) of generation ``g`` ru
 weights with ``sigma_l * s_m * xi_{k,l}`` added to the current of node layer ``l``, where
 ``xi_{k,l} ~ N(0, 1)`` has one member's current shape: (B, N_l) held over the sequence, or
 (T, B, N_l) drawn per step. Every sample of the batch gets its own draw, so each sample's loss
-difference credits its own noise (per-sample credit). The other perturbed parameters (conv
-kernels when they take weight noise, learnable tau/threshold) get ordinary ES weight noise
-(``weights``) in the same members.
+difference credits its own noise (per-sample credit). A conv layer listed in ``kernels`` takes
+per-sample *parameter* noise instead: ``xi_{k,l}`` is (B, D_l), D_l the number of the layer's
+parameters (:func:`layer_params`: kernel, bias, batch norm affine), and sample ``b`` of member
+``m`` runs the layer with the parameters ``theta_l + s_m sigma_l * xi_{k,l,b}`` (one sigma per
+parameter tensor) -- weight perturbation, but credited sample by sample like node noise (a conv
+kernel has far fewer weights than its current has values). The other perturbed parameters
+(conv kernels when they take ES weight noise, learnable tau/threshold) get ordinary ES weight
+noise (``weights``) in the same members.
 
 Like weight noise, node noise is regenerated from integers: the draws of a pair come from
 :class:`~spikeopt.population.noise.Noise` over virtual tensors shaped like one member's current,
@@ -46,6 +51,10 @@ class NodePerturbation:
     # record() records (activity credit); None = every node layer
     grids: tuple[tuple[int, ...], ...] = ()  # per node layer, () or a conv current's
     # (C, H, W, bh, bw): one draw per channel and bh x bw block of positions; () = per value
+    kernels: tuple[int, ...] = ()  # positions in ``layers`` (conv) whose noise is per-sample
+    # parameter noise, shape (B, D), instead of current noise; their ``sigmas`` entry is 1
+    kernel_sigmas: tuple[tuple[float, ...], ...] = ()  # per position in ``kernels``, one
+    # sigma per tensor of layer_params(layer), in that tensor's units
 
     def __post_init__(self) -> None:
         if self.population < 2 or self.population % 2:
@@ -60,10 +69,27 @@ class NodePerturbation:
             raise ValueError("recorded names positions in layers")
         if self.grids and len(self.grids) != len(self.layers):
             raise ValueError("one grid (or ()) per node layer")
+        if not set(self.kernels) <= set(range(len(self.layers))):
+            raise ValueError("kernels names positions in layers")
+        if set(self.kernels) & set(self.recorded or ()):
+            raise ValueError("per-sample kernel noise is credited from the noise, not recorded")
+        if len(self.kernel_sigmas) != len(self.kernels):
+            raise ValueError("one tuple of sigmas per per-sample kernel layer")
 
     def recording(self) -> tuple[int, ...]:
-        """Positions in ``layers`` whose currents are recorded when activity is asked for."""
-        return tuple(range(len(self.layers))) if self.recorded is None else self.recorded
+        """Positions in ``layers`` whose currents are recorded when activity is asked for (never
+        a per-sample kernel layer: its noise is not a current)."""
+        if self.recorded is not None:
+            return self.recorded
+        return tuple(j for j in range(len(self.layers)) if j not in self.kernels)
+
+
+def layer_params(layer: nn.Module) -> list[Tensor]:
+    """A conv LIF layer's parameters that per-sample parameter noise perturbs, in order: the
+    kernel, its bias, the batch norm weight and bias (those it has and that learn)."""
+    mods = [layer.conv, getattr(layer, "bn", None)]
+    ps = [getattr(m, n, None) for m in mods if m is not None for n in ("weight", "bias")]
+    return [p for p in ps if isinstance(p, Tensor) and p.requires_grad]
 
 
 def coarse(grid: tuple[int, ...]) -> int:
@@ -121,7 +147,14 @@ class NodeNoise:
         layers = getattr(model, "layers", None)
         if layers is None:
             raise ConfigError("node perturbation needs a model built from spikeopt layers (SNN)")
-        self.neurons = [layers[i].neuron for i in spec.layers]
+        self.targets = [layers[i].neuron for i in spec.layers]  # what node noise is keyed by
+        # per-sample parameter noise: each kernel layer's tensors, and each entry's sigma
+        self.kernel_params: dict[int, list[Tensor]] = {}
+        self.scales: dict[int, Tensor] = {}
+        for j, sigmas in zip(spec.kernels, spec.kernel_sigmas):
+            ps = layer_params(layers[spec.layers[j]])
+            self.kernel_params[j] = ps
+            self.scales[j] = torch.cat([torch.full((p.numel(),), s) for p, s in zip(ps, sigmas)])
         like = next(iter(params), None)
         device = like.device if like is not None else torch.device("cpu")
         dtype = like.dtype if like is not None else torch.float32
@@ -156,22 +189,31 @@ class NodeNoise:
         """Members ``m0 .. m1-1``: scaled, signed current noise plus any weight noise."""
         k0 = m0 // 2
         pairs = self.pairs(k0, (m1 + 1) // 2)
-        node = {}
-        for j, (neuron, sigma, e) in enumerate(zip(self.neurons, self.spec.sigmas, pairs)):
+        node, kernels = {}, {}
+        for j, (target, sigma, e) in enumerate(zip(self.targets, self.spec.sigmas, pairs)):
+            scale = self.scales.get(j)  # per-sample parameter noise: every entry its own sigma
+            factor: float | Tensor = sigma if scale is None else scale.to(e)
             if self.spec.assign:  # only the pairs assigned to this layer perturb it
                 own = [a == j for a in self.spec.assign[k0 : k0 + e.shape[0]]]
                 mask = torch.tensor(own, dtype=e.dtype, device=e.device)
                 e = e * mask.view(-1, *[1] * (e.dim() - 1))
             # +sigma e, -sigma e written straight into the members' slots: one pass, no copies
             signed = e.new_empty(2 * e.shape[0], *e.shape[1:])
-            torch.mul(e, sigma, out=signed[0::2])
-            torch.mul(e, -sigma, out=signed[1::2])
-            node[id(neuron)] = signed[m0 - 2 * k0 : m1 - 2 * k0]
-        taps = {id(self.neurons[j]): self._tap(a, m0, m1) for j, a in self.activity.items()}
+            torch.mul(e, factor, out=signed[0::2])
+            torch.mul(e, -factor, out=signed[1::2])
+            signed = signed[m0 - 2 * k0 : m1 - 2 * k0]
+            if scale is not None:  # (c, B, D) -> each sample's change of each tensor
+                parts = signed.split([p.numel() for p in self.kernel_params[j]], -1)
+                for p, part in zip(self.kernel_params[j], parts):
+                    kernels[id(p)] = part.reshape(*part.shape[:2], *p.shape)
+            else:
+                node[id(target)] = signed
+        taps = {id(self.targets[j]): self._tap(a, m0, m1) for j, a in self.activity.items()}
         if self.weights is None:
-            return ChunkNoise([], [], 1.0, node, size=m1 - m0, taps=taps)
+            return ChunkNoise([], [], 1.0, node, size=m1 - m0, taps=taps, kernels=kernels)
         w = self.weights.members(m0, m1)
-        return ChunkNoise(self.wparams, w._eps, w.sigma, node, w.size, w._pairs, taps)
+        return ChunkNoise(self.wparams, w._eps, w.sigma, node, w.size, w._pairs, taps,
+                          kernels=kernels)  # fmt: skip
 
     @staticmethod
     def _tap(into: Tensor, m0: int, m1: int) -> Callable[[Tensor], None]:

@@ -262,7 +262,9 @@ class ChunkNoise:
     ``pairs`` holds, for a chunk of whole antithetic pairs, a full-rank parameter's noise per
     pair (c/2, *p.shape); its member noise (``eps`` None there) is signed only when asked for.
     ``taps`` holds, by the same ``id``, what records the members' whole current there
-    (node perturbation's activity credit).
+    (node perturbation's activity credit). ``kernels`` holds per-sample parameter noise by
+    ``id`` of a parameter: (c, B, *p.shape), already scaled and signed -- sample ``b`` of
+    member ``i`` runs with ``p + kernels[id(p)][i, b]``.
     """
 
     def __init__(
@@ -275,8 +277,10 @@ class ChunkNoise:
         pairs: list[Eps | None] | None = None,
         taps: dict[int, Callable[[Tensor], None]] | None = None,
         rows: tuple[Tensor, tuple[int, ...]] | None = None,
+        kernels: dict[int, Tensor] | None = None,
     ) -> None:
         self.sigma = sigma
+        self.kernels = kernels or {}
         self._rows = rows  # table mode: (table rows (R, in), each pair's first row), for
         # the first parameter, whose pair noise is then copied out only when asked for
         self.taps = taps or {}  # by id of a LIF population: what records its members' current
