@@ -53,11 +53,14 @@ def warm_weights(recipe: str, base: dict[str, Any], epochs: int) -> dict[str, to
 
 
 def layer_cosines(recipe: str, over: dict[str, Any], warm: dict[str, torch.Tensor],
-                  batches: int, by: str = "layer") -> tuple[dict[str, float], dict[str, float],
-                                                          float]:  # fmt: skip
+                  batches: int, by: str = "layer",
+                  step: float = 0.0) -> tuple[dict[str, float], dict[str, float], float,
+                                              dict[str, tuple[float, float]]]:  # fmt: skip
     """Mean per-layer (``by='param'``: per-parameter) cosine of the method's estimate with the
-    surrogate gradient, the mean norm ratio (estimate / surrogate gradient), and the seconds
-    per generation."""
+    surrogate gradient, the mean norm ratio (estimate / surrogate gradient), the seconds per
+    generation and, with ``step`` > 0, per group the change of the hard-spike network's own
+    loss on those batches when its tensors step by ``step`` of their norm against the summed
+    estimate, and against the summed surrogate gradient (which direction descends)."""
     exp = build(api.resolve(recipe, over))
     exp.model.load_state_dict(warm)
     names = {id(p): n for n, p in exp.model.named_parameters()}
@@ -65,9 +68,13 @@ def layer_cosines(recipe: str, over: dict[str, Any], warm: dict[str, torch.Tenso
     norms: dict[str, float] = {}
     seconds = 0.0
     method, state = exp.method, exp.state
+    data: list[Any] = []
+    est_sum: dict[int, torch.Tensor] = {}
+    true_sum: dict[int, torch.Tensor] = {}
     for i, batch in enumerate(exp.task.batches(0)):
         if i >= batches:
             break
+        data.append(batch.data)
         state.model.train()
         gen = Generation(batch.data, [p for _, p in perturbed(state.model)])
         t0 = time.perf_counter()
@@ -79,6 +86,8 @@ def layer_cosines(recipe: str, over: dict[str, Any], warm: dict[str, torch.Tenso
         true = method.objective.gradient(state.model, gen.batch)  # type: ignore[attr-defined]
         groups: dict[str, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
         for p, e, g in zip(gen.params, estimate, true):
+            est_sum[id(p)] = est_sum.get(id(p), 0 * e) + e
+            true_sum[id(p)] = true_sum.get(id(p), 0 * g) + g
             name = names[id(p)]
             layer = name if by == "param" else ".".join(name.split(".")[:2])  # layers.<i>
             a, b = groups.setdefault(layer, ([], []))
@@ -88,7 +97,31 @@ def layer_cosines(recipe: str, over: dict[str, Any], warm: dict[str, torch.Tenso
             sums[layer] = sums.get(layer, 0.0) + cosine(a, b) / batches
             ratio = _norm(a) / max(_norm(b), 1e-30)
             norms[layer] = norms.get(layer, 0.0) + ratio / batches
-    return sums, norms, seconds / batches
+    descent: dict[str, tuple[float, float]] = {}
+    if step > 0:
+        params = [p for _, p in perturbed(state.model)]
+        objective = method.objective  # type: ignore[attr-defined]
+
+        def loss_after(moves: dict[int, torch.Tensor]) -> float:
+            with torch.no_grad():
+                for p in params:
+                    p.add_(moves.get(id(p), 0 * p))
+                loss = sum(objective.centre(state.model, b)["loss"] for b in data) / len(data)
+                for p in params:
+                    p.sub_(moves.get(id(p), 0 * p))
+            return float(loss)
+
+        base_loss = loss_after({})
+        for group in sums:
+            members = [p for p in params if (names[id(p)] if by == "param" else
+                       ".".join(names[id(p)].split(".")[:2])) == group]  # fmt: skip
+            pair = []
+            for direction in (est_sum, true_sum):
+                moves = {id(p): -step * p.norm() * direction[id(p)]
+                         / direction[id(p)].norm().clamp_min(1e-30) for p in members}  # fmt: skip
+                pair.append(loss_after(moves) - base_loss)
+            descent[group] = (pair[0], pair[1])
+    return sums, norms, seconds / batches, descent
 
 
 def _norm(parts: list[torch.Tensor]) -> float:
@@ -107,6 +140,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, help="torch.set_num_threads")
     ap.add_argument("--by", choices=("layer", "param"), default="layer",
                     help="compare per layer or per parameter tensor")  # fmt: skip
+    ap.add_argument("--descent", type=float, default=0.0, metavar="STEP",
+                    help="also step each group by STEP of its norm against the summed estimate "
+                    "and the summed surrogate gradient, and print the loss change")  # fmt: skip
     ap.add_argument("--json", help="also write the results to this JSON file")
     args = ap.parse_args(argv)
     if args.threads:
@@ -116,11 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     for variant in args.variants:
         name, _, text = variant.partition("=")
-        cos, norm, sec = layer_cosines(
-            args.recipe, {**base, **settings(text)}, warm, args.batches, args.by
+        cos, norm, sec, descent = layer_cosines(
+            args.recipe, {**base, **settings(text)}, warm, args.batches, args.by, args.descent
         )
         results[name] = {"cosines": cos, "norm_ratios": norm, "seconds_per_generation": sec,
-                         "settings": text}  # fmt: skip
+                         "descent": descent, "settings": text}  # fmt: skip
         print(f"{name}: {sec * 1000:.0f} ms/generation", file=sys.stderr, flush=True)
     layers = sorted({layer for r in results.values() for layer in r["cosines"]})
     rows = [
@@ -139,6 +175,14 @@ def main(argv: list[str] | None = None) -> int:
               for name, r in results.items()]  # fmt: skip
     print(f"\n# norm of the estimate / norm of the surrogate gradient, per {args.by}\n")
     print(markdown_table(["variant", *layers], ratios))
+    if args.descent > 0:
+        print(
+            f"\n# loss change after a step of {args.descent} of each {args.by}'s norm against "
+            "the estimate / against the surrogate gradient (negative: it descends)\n"
+        )
+        steps = [[name, *(" / ".join(f"{v:+.4f}" for v in r["descent"][layer])
+                          for layer in layers)] for name, r in results.items()]  # fmt: skip
+        print(markdown_table(["variant", *layers], steps))
     if args.json:
         write_json(args.json, {"env": env, "recipe": args.recipe, "results": results})
     return 0
