@@ -229,7 +229,7 @@ class NodePertConfig:
     )
     noise: NodeNoiseMode = doc("held", "held: one draw per sample for the sequence; step: per step")
     conv: NodeConvMode = doc(
-        "node",
+        "auto",
         "noise of conv layers: node (their currents), sample (per-sample kernel noise), auto "
         "(sample where the kernel has fewer weights than the current has values per sample, "
         "else node) or weight (ES weight noise, es.*)",

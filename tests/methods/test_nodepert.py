@@ -272,7 +272,8 @@ def test_recorded_activity_is_each_pairs_measured_current_change(digits, arch):
 def test_mixed_credit_takes_activity_on_dense_layers_and_noise_on_conv_layers():
     # the same members, so each layer's estimate must be exactly what the pure credit gives it
     cfg = apply(Config(), {**DIGITS, "model.arch": "conv", "model.channels": [4],
-                           "model.hidden": [16], "es.population": 8})  # fmt: skip
+                           "model.hidden": [16], "es.population": 8,
+                           "nodepert.conv": "node"})  # fmt: skip
     data = load_dataset(cfg.data)
     batch = (data.x_train[:16][:, None].expand(-1, 4, -1, -1, -1), data.y_train[:16])
     est = {}
@@ -336,8 +337,11 @@ def test_block_noise_credit_converges_to_the_block_mean_gradient_with_less_varia
 def test_auto_credit_is_activity_for_small_dense_nets_in_process_else_noise():
     cases = [({}, "activity"), ({"model.arch": "rsnn"}, "activity"),
              ({"es.population": 256}, "noise"), ({"es.workers": 2}, "noise"),
-             ({"model.arch": "conv", "model.channels": [4]}, "noise"),
+             ({"model.arch": "conv", "model.channels": [4]}, "activity"),  # conv=auto: kernel
+             ({"model.arch": "conv", "model.channels": [4], "nodepert.conv": "node"}, "noise"),
              ({"model.arch": "conv", "model.channels": [4], "nodepert.conv": "weight"}, "activity"),
+             ({"model.arch": "conv", "model.channels": [4], "nodepert.conv": "sample"}, "activity"),
+             ({"model.arch": "conv", "model.channels": [4, 8], "nodepert.conv": "auto"}, "noise"),
              ({"nodepert.credit": "noise"}, "noise")]  # fmt: skip
     for over, want in cases:
         cfg = apply(Config(), {**DIGITS, "model.hidden": [16], **over})

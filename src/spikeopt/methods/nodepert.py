@@ -404,15 +404,20 @@ def pair_differences(samples: Tensor, shared: Tensor) -> Tensor:
 
 def credit_for(model: nn.Module, cfg: Config) -> str:
     """``nodepert.credit``, with ``auto`` resolved: activity credit when no conv layer takes
-    node noise, the population is at most ACTIVITY_MAX_POPULATION and the members run in this
-    process; injected-noise credit otherwise. Why conv nets take noise credit: on both conv
-    nets measured (MNIST-1D 16-32, the CIFAR-10 subset 8-16) activity credit trained worse
-    (78.3 vs 83.7 % at a quarter of mnist1d-es's budget; 40.6 vs 42.7 % on the subset) although
-    its per-layer cosines with the surrogate gradient were higher -- undiagnosed."""
+    node noise on its current (conv layers with per-sample parameter noise are credited from
+    their noise either way), the population is at most ACTIVITY_MAX_POPULATION and the members
+    run in this process; injected-noise credit otherwise. Why conv currents take noise credit:
+    on both conv nets measured (MNIST-1D 16-32, the CIFAR-10 subset 8-16) activity credit
+    trained worse (78.3 vs 83.7 % at a quarter of mnist1d-es's budget; 40.6 vs 42.7 % on the
+    subset) although its per-layer cosines with the surrogate gradient were higher --
+    undiagnosed."""
     n, e = cfg.nodepert, cfg.es
     if n.credit != "auto":
         return n.credit
-    conv = any(type(layers_of(model)[i]) is ConvLIF for i in node_layers(model, n.conv))
+    layers = node_layers(model, n.conv)
+    kernels = kernel_positions(model, layers, n.conv)
+    conv = any(type(layers_of(model)[i]) is ConvLIF and j not in kernels
+               for j, i in enumerate(layers))  # fmt: skip
     small = e.population <= ACTIVITY_MAX_POPULATION
     return "activity" if not conv and small and not e.workers else "noise"
 

@@ -104,9 +104,11 @@ _CIFAR_ES = {
     "trainer.epochs": 20,
 }
 
-# Node perturbation on the CIFAR net: every conv layer's current noised, 32 members, batch norm
-# setting the currents' scale (default init). On the 2048/1000 subsets it reached 37.9 % after
-# 2000 generations where low-rank ES (128 members) reached 36.2 % after 1000, in the same time.
+# Node perturbation on the CIFAR net: 32 members, batch norm setting the currents' scale
+# (default init). Both conv kernels (216 and 1152 weights against 8192 and 4096 currents per
+# sample) take per-sample parameter noise under nodepert.conv=auto, so credit=auto credits the
+# readout from what the pairs measured (activity): on the 2048/1000 subset that crossed 45 %
+# where node noise on the conv currents reached 42.7 % (docs/benchmarks.md, session 11).
 # The augmentation of the CIFAR BPTT recipes (flip-crop) is the rule here too: without it the
 # subset run fit 64 % of its training images against 37.9 % of test; with it 42.7 % (BPTT on the
 # same net: 49.6 -> 50.0 %).
