@@ -18,6 +18,7 @@ from spikeopt.methods.nodepert import (
 )
 from spikeopt.methods.strategy import Generation, cosine
 from spikeopt.nn import build_model
+from spikeopt.nn.quant import apply_hw
 from spikeopt.population import (
     NodeNoise,
     NodePerturbation,
@@ -516,3 +517,21 @@ def test_conv_sample_trains_without_es_noise_and_learns_on_hard_spikes():
         first = first if first is not None else metrics["loss"]
     assert "sigma" not in metrics and metrics["kernel_sigma_0"] > 0  # no ES weight noise left
     assert metrics["loss"] < 0.8 * first  # a fixed batch: the loss must fall (node: 0.68)
+
+
+def test_quantised_conv_kernels_keep_node_noise_and_sample_is_refused():
+    # every member must run the exact quantised kernels: per-sample float changes would not be
+    cfg = apply(Config(), {**DIGITS, "model.arch": "conv", "model.channels": [4],
+                           "model.hidden": [], "hw.weight_bits": 4})  # fmt: skip
+    torch.manual_seed(0)
+    model = apply_hw(build_model(cfg, (1, 8, 8), 10), cfg)  # what a run's model gets
+    layers = node_layers(model, "auto")
+    assert layers == [0, 1] and kernel_positions(model, layers, "auto") == ()
+    method = make_method(cfg, make_loss(cfg.loss))
+    data = load_dataset(cfg.data)
+    batch = (data.x_train[:16][:, None].expand(-1, 4, -1, -1, -1), data.y_train[:16])
+    _, metrics = method.step(method.init(model, cfg), batch)
+    assert "node_sigma_0" in metrics and "kernel_sigma_0" not in metrics
+    bad = apply(cfg, {"nodepert.conv": "sample"})
+    with pytest.raises(ConfigError, match="conv=auto"):
+        make_method(bad, make_loss(bad.loss)).init(model, bad)

@@ -70,6 +70,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils import parametrize
 
 from spikeopt.config import Config, ConfigError, check_choices
 from spikeopt.methods.base import TrainState
@@ -119,13 +120,14 @@ def kernel_positions(model: nn.Module, layers: list[int], conv: str) -> tuple[in
     """Positions in ``layers`` whose conv kernels take per-sample kernel noise: every conv layer
     for ``conv == 'sample'``; for ``auto`` those whose kernel has fewer weights than their
     current has values per sample (a kernel shared over every position: the per-sample
-    estimate of W has fewer dimensions than that of the current it drives)."""
+    estimate of W has fewer dimensions than that of the current it drives). A constrained
+    kernel (``hw.*``: quantised, signed) keeps node noise, so every member runs it exactly."""
     if conv not in ("sample", "auto"):
         return ()
     out = []
     for j, i in enumerate(layers):
         layer = layers_of(model)[i]
-        if isinstance(layer, ConvLIF):
+        if isinstance(layer, ConvLIF) and not parametrize.is_parametrized(layer.conv):
             values = layer.conv.out_channels * math.prod(layer.hw)  # currents per sample
             if conv == "sample" or layer.conv.weight.numel() < values:
                 out.append(j)
@@ -264,6 +266,16 @@ class NodePert(Strategy):
             )
         if not node_layers(model, cfg.nodepert.conv):
             raise ConfigError("method.name=nodepert found no dense or recurrent layer to perturb")
+        convs = [layer for layer in layers_of(model) if isinstance(layer, ConvLIF)]
+        if cfg.nodepert.conv == "sample" and any(
+            parametrize.is_parametrized(c.conv) for c in convs
+        ):
+            raise ConfigError(
+                "nodepert.conv=sample perturbs float kernels sample by sample, but this model's "
+                "conv kernels are constrained (hw.*: quantised or signed); use nodepert.conv=auto "
+                "or node (their currents take node noise, every member runs the exact kernels) "
+                "or weight"
+            )
         self.credit = credit_for(model, cfg)
         return {}
 
