@@ -120,6 +120,9 @@ def test_control_objectives_shard_too(ray_local):
     "over",
     # per-sample losses, sharded; credit=noise as es.workers makes auto choose, in both runs
     [{"method.name": "nodepert", "model.dropout": 0.0, "nodepert.credit": "noise"},
+     {"method.name": "nodepert", "model.dropout": 0.0, "nodepert.credit": "noise",
+      "model.arch": "conv", "model.channels": [4], "model.norm": "batch",
+      "nodepert.conv": "sample"},  # per-sample kernel noise, regenerated on the actors
      {"method.name": "hybrid", "hybrid.lam": 0.5}],  # its population now goes to Ray too
 )  # fmt: skip
 def test_every_population_method_honours_es_workers(ray_local, tmp_path, over):
