@@ -88,8 +88,7 @@ def layer_cosines(recipe: str, over: dict[str, Any], warm: dict[str, torch.Tenso
         for p, e, g in zip(gen.params, estimate, true):
             est_sum[id(p)] = est_sum.get(id(p), 0 * e) + e
             true_sum[id(p)] = true_sum.get(id(p), 0 * g) + g
-            name = names[id(p)]
-            layer = name if by == "param" else ".".join(name.split(".")[:2])  # layers.<i>
+            layer = group_of(names[id(p)], by)
             a, b = groups.setdefault(layer, ([], []))
             a.append(e)
             b.append(g)
@@ -113,8 +112,7 @@ def layer_cosines(recipe: str, over: dict[str, Any], warm: dict[str, torch.Tenso
 
         base_loss = loss_after({})
         for group in sums:
-            members = [p for p in params if (names[id(p)] if by == "param" else
-                       ".".join(names[id(p)].split(".")[:2])) == group]  # fmt: skip
+            members = [p for p in params if group_of(names[id(p)], by) == group]
             pair = []
             for direction in (est_sum, true_sum):
                 moves = {id(p): -step * p.norm() * direction[id(p)]
@@ -122,6 +120,11 @@ def layer_cosines(recipe: str, over: dict[str, Any], warm: dict[str, torch.Tenso
                 pair.append(loss_after(moves) - base_loss)
             descent[group] = (pair[0], pair[1])
     return sums, norms, seconds / batches, descent
+
+
+def group_of(name: str, by: str) -> str:
+    """A parameter's group: itself (``by='param'``) or its layer, ``layers.<i>``."""
+    return name if by == "param" else ".".join(name.split(".")[:2])
 
 
 def _norm(parts: list[torch.Tensor]) -> float:
